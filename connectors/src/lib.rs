@@ -1,1 +1,12 @@
-//! placeholder
+//! auscult's connections to the outside world, one module per system.
+//!
+//! Sources turn audio into [`AudioChunk`](auscult_schemas::AudioChunk)s: [`wav`] files and
+//! folders (with [`layout`] naming machines from paths), and the built-in [`simulator`].
+//! Sinks take what the pipeline made: [`events`] writes anomaly events as JSON Lines, and
+//! [`archive`] writes window rows as Hive-partitioned Parquet. Nothing here knows about timely.
+
+pub mod archive;
+pub mod events;
+pub mod layout;
+pub mod simulator;
+pub mod wav;

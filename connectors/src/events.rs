@@ -1,0 +1,128 @@
+//! The anomaly event sink: JSON Lines to a file or to standard output.
+//!
+//! One event per line, in the order given, flushed when the caller finishes an epoch so a
+//! reader never sees half an epoch's events after `flush` returns.
+
+use auscult_schemas::AnomalyEvent;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+/// Where events go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventTarget {
+    /// Standard output (`-` on the command line).
+    Stdout,
+    /// A file, created or truncated at start.
+    File(PathBuf),
+}
+
+impl EventTarget {
+    /// `-` means standard output; anything else is a file path.
+    pub fn parse(text: &str) -> Self {
+        if text == "-" {
+            EventTarget::Stdout
+        } else {
+            EventTarget::File(PathBuf::from(text))
+        }
+    }
+}
+
+/// Why events could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum EventSinkError {
+    #[error("cannot create event file {path}: {source}")]
+    Create { path: PathBuf, source: io::Error },
+    #[error("cannot write events to {target}: {source}")]
+    Write { target: String, source: io::Error },
+}
+
+/// Writes events as JSON Lines.
+pub struct JsonLinesWriter {
+    out: BufWriter<Box<dyn Write + Send>>,
+    target: String,
+    written: u64,
+}
+
+impl JsonLinesWriter {
+    /// Opens the target (a file is created or truncated).
+    pub fn open(target: &EventTarget) -> Result<Self, EventSinkError> {
+        let (sink, name): (Box<dyn Write + Send>, String) = match target {
+            EventTarget::Stdout => (Box::new(io::stdout()), "stdout".to_owned()),
+            EventTarget::File(path) => (Box::new(create(path)?), path.display().to_string()),
+        };
+        Ok(Self { out: BufWriter::new(sink), target: name, written: 0 })
+    }
+
+    /// Appends one event as one line.
+    pub fn write(&mut self, event: &AnomalyEvent) -> Result<(), EventSinkError> {
+        let line = serde_json::to_string(event).expect("events are plain data and always serialize");
+        writeln!(self.out, "{line}").map_err(|source| EventSinkError::Write { target: self.target.clone(), source })?;
+        self.written += 1;
+        Ok(())
+    }
+
+    /// Pushes everything written so far to the file or stream.
+    pub fn flush(&mut self) -> Result<(), EventSinkError> {
+        self.out.flush().map_err(|source| EventSinkError::Write { target: self.target.clone(), source })
+    }
+
+    /// Events written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+}
+
+fn create(path: &Path) -> Result<File, EventSinkError> {
+    if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|source| EventSinkError::Create { path: path.to_owned(), source })?;
+    }
+    OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .map_err(|source| EventSinkError::Create { path: path.to_owned(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use auscult_schemas::{AlertLevel, EventKind, MachineId, MachineType, EVENT_SCHEMA_ID};
+
+    #[test]
+    fn each_event_is_one_parseable_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/events.jsonl");
+        let mut writer = JsonLinesWriter::open(&EventTarget::File(path.clone())).unwrap();
+        let event = AnomalyEvent {
+            schema: EVENT_SCHEMA_ID.to_owned(),
+            event_id: "0123456789abcdef".to_owned(),
+            machine_id: MachineId::new("fan-1").unwrap(),
+            machine_type: MachineType::new("fan").unwrap(),
+            kind: EventKind::Opened,
+            level: AlertLevel::Warning,
+            window_start: "2026-01-01T00:00:00.000000Z".to_owned(),
+            window_end: "2026-01-01T00:00:01.000000Z".to_owned(),
+            score: 3.5,
+            threshold: 2.0,
+            top_bands: Vec::new(),
+            learned_audio_s: 60.0,
+        };
+        writer.write(&event).unwrap();
+        writer.write(&event).unwrap();
+        writer.flush().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        let parsed: AnomalyEvent = serde_json::from_str(lines[1]).unwrap();
+        assert_eq!(parsed, event);
+        assert_eq!(writer.written(), 2);
+    }
+
+    #[test]
+    fn an_unwritable_path_is_named_in_the_error() {
+        let error = JsonLinesWriter::open(&EventTarget::File(PathBuf::from("/proc/no/such/events.jsonl"))).err().unwrap();
+        assert!(error.to_string().contains("/proc/no/such/events.jsonl"), "{error}");
+    }
+}
