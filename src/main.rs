@@ -1,1 +1,64 @@
-fn main() {}
+//! The `auscult` command line: parse arguments and configuration, call into the crates, print
+//! summaries. No detection logic lives here.
+
+mod commands;
+mod npy;
+mod summary;
+
+use anyhow::Result;
+use auscult_pipeline::Config;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// auscult listens to industrial machines, learns each one's normal sound and flags anomalies as a stream.
+#[derive(Debug, Parser)]
+#[command(name = "auscult", version, about)]
+struct Cli {
+    /// TOML configuration file (every field optional; see README "Configuration").
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log filter (error, warn, info, debug, or a tracing filter); also RUST_LOG.
+    #[arg(long, global = true, default_value = "warn", value_name = "FILTER")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the streaming pipeline on WAV files or simulated machines.
+    Run(commands::run::RunArgs),
+    /// Write the log-mel matrix of one WAV file as CSV or .npy.
+    Features(commands::features::FeaturesArgs),
+    /// Write a corpus of simulated machines as WAV files in the DCASE 2020 layout.
+    Simulate(commands::simulate::SimulateArgs),
+    /// Simulate a few machines (some failing), run the pipeline on 2 workers, print a summary.
+    Demo(commands::demo::DemoArgs),
+    /// Detection quality (AUC, pAUC, false alarms) on a labelled DCASE or MIMII corpus.
+    Eval(commands::eval::EvalArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    if let Err(error) = dispatch(cli) {
+        eprintln!("auscult: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
+    let config = match &cli.config {
+        Some(path) => Config::from_toml_file(path)?,
+        None => Config::default(),
+    };
+    match cli.command {
+        Command::Run(args) => commands::run::execute(args, config),
+        Command::Features(args) => commands::features::execute(args, config),
+        Command::Simulate(args) => commands::simulate::execute(args),
+        Command::Demo(args) => commands::demo::execute(args, config),
+        Command::Eval(args) => commands::eval::execute(args, config),
+    }
+}

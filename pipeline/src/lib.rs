@@ -5,4 +5,11 @@
 //! assembles the timely graph that does all of it as a stream. The DSP and the model know
 //! nothing of files, Kafka or timely.
 
+pub mod config;
+pub mod dataflow;
 pub mod dsp;
+pub mod eval;
+pub mod model;
+pub mod sources;
+
+pub use config::Config;

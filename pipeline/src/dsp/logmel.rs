@@ -278,6 +278,20 @@ impl LogMelExtractor {
         self.frames_emitted
     }
 
+    /// Heap bytes held (buffers, window, filterbank, FFT twiddles; the FFT plan's own tables aside).
+    pub fn heap_bytes(&self) -> usize {
+        let kernel = &self.kernel;
+        kernel.window.capacity() * 4
+            + kernel.packed.capacity() * 8
+            + kernel.scratch.capacity() * 8
+            + kernel.half_twiddles.capacity() * 8
+            + kernel.power.capacity() * 4
+            + kernel.mel_db.capacity() * 4
+            + kernel.filterbank.heap_bytes()
+            + kernel.precise.as_ref().map_or(0, |p| (p.packed.capacity() + p.scratch.capacity()) * 16)
+            + self.pending.capacity() * 4
+    }
+
     /// Forgets buffered samples, so the next frame starts at the next sample pushed (after a gap).
     pub fn reset(&mut self) {
         self.pending.clear();

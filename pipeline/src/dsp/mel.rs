@@ -90,6 +90,12 @@ impl MelFilterbank {
         Self { bands, edges_hz, n_bins }
     }
 
+    /// Heap bytes of the weights.
+    pub fn heap_bytes(&self) -> usize {
+        self.bands.iter().map(|band| band.weights.capacity() * 4 + std::mem::size_of::<Band>()).sum::<usize>()
+            + self.edges_hz.capacity() * 8
+    }
+
     /// Number of bands.
     pub fn n_mels(&self) -> usize {
         self.bands.len()

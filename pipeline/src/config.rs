@@ -1,0 +1,241 @@
+//! All of auscult's settings in one place, with their documented defaults.
+//!
+//! One [`Config`] is read from a TOML file (`auscult --config FILE`), command-line flags
+//! override single fields, and every component takes its part of it. A default is a
+//! statement about what works out of the box, so each one says why it is what it is.
+
+use crate::dsp::ChannelSelection;
+use auscult_schemas::FeatureSettings;
+use serde::{Deserialize, Serialize};
+
+/// Everything the pipeline can be told.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub features: FeatureConfig,
+    pub model: ModelConfig,
+    pub alerts: AlertConfig,
+    pub stream: StreamConfig,
+    pub archive: ArchiveSettings,
+}
+
+/// How audio becomes log-mel frames (librosa's parameter names).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FeatureConfig {
+    /// Frame length in samples; 1024 is the DCASE baseline's.
+    pub n_fft: usize,
+    /// Samples between frames; 512 as in DCASE and MIMII.
+    pub hop_length: usize,
+    /// Mel bands; 128 as in DCASE (64 also works).
+    pub n_mels: usize,
+    /// Lowest band edge, Hz.
+    pub fmin_hz: f64,
+    /// Highest band edge, Hz; `None` is half the sample rate (librosa's default).
+    pub fmax_hz: Option<f64>,
+    /// Which channel of multi-channel audio is analysed; channel 0 as the baselines do.
+    pub channel: ChannelSelection,
+}
+
+impl Default for FeatureConfig {
+    fn default() -> Self {
+        Self { n_fft: 1024, hop_length: 512, n_mels: 128, fmin_hz: 0.0, fmax_hz: None, channel: ChannelSelection::First }
+    }
+}
+
+impl FeatureConfig {
+    /// The feature settings for audio at `sample_rate_hz`.
+    pub fn settings_for(&self, sample_rate_hz: u32) -> FeatureSettings {
+        let mut settings = FeatureSettings::new(sample_rate_hz, self.n_fft, self.hop_length, self.n_mels);
+        settings.fmin_hz = self.fmin_hz;
+        if let Some(fmax_hz) = self.fmax_hz {
+            settings.fmax_hz = fmax_hz.min(f64::from(sample_rate_hz) / 2.0);
+        }
+        settings
+    }
+}
+
+/// The per-machine normal profile and its threshold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Seconds of a machine's first audio that teach it what normal is.
+    pub learning_s: f64,
+    /// Frames per scored window; 32 frames of hop 512 at 16 kHz is 1.02 s, a good balance
+    /// between alert latency and a stable window statistic.
+    pub window_frames: u32,
+    /// Target share of normal windows over the warning threshold (1 in 1,000).
+    pub false_alarm_rate: f64,
+    /// Target share of normal windows over the alarm threshold (1 in 100,000).
+    pub alarm_false_alarm_rate: f64,
+    /// Smallest standard deviation a feature may have, dB, so that a band that never moved
+    /// while learning cannot make any later change look infinitely anomalous.
+    pub min_std_db: f64,
+    /// Most learning windows kept to calibrate the threshold (bounds memory per machine).
+    pub calibration_windows_max: usize,
+    /// Whether the profile keeps following slow changes of normal sound after learning.
+    pub adapt: bool,
+    /// Windows over which adaptation forgets (an exponential memory of about an hour of 1 s windows).
+    pub adapt_span_windows: f64,
+    /// Only windows scoring below this fraction of the warning threshold adapt the profile.
+    pub adapt_below_fraction: f64,
+    /// Bands named in each alert's explanation.
+    pub top_bands: usize,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            learning_s: 60.0,
+            window_frames: 32,
+            false_alarm_rate: 1e-3,
+            alarm_false_alarm_rate: 1e-5,
+            min_std_db: 0.25,
+            calibration_windows_max: 128,
+            adapt: true,
+            adapt_span_windows: 3600.0,
+            adapt_below_fraction: 0.5,
+            top_bands: 3,
+        }
+    }
+}
+
+/// Hysteresis of the alert state machine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertConfig {
+    /// An alert opens when `open_k` of the last `open_n` windows are over a threshold.
+    pub open_k: usize,
+    /// See `open_k`.
+    pub open_n: usize,
+    /// An alert closes after this many windows in a row below the warning threshold.
+    pub close_m: usize,
+}
+
+impl Default for AlertConfig {
+    fn default() -> Self {
+        Self { open_k: 2, open_n: 3, close_m: 3 }
+    }
+}
+
+/// How sources cut audio and how time is grouped into epochs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamConfig {
+    /// Audio per chunk, ms; what an edge agent sends in one message.
+    pub chunk_ms: u32,
+    /// Capture time per timely epoch, ms: sinks finalize their output once per epoch.
+    pub epoch_ms: u64,
+    /// Capture time of the first sample of files and simulated machines (RFC 3339), since
+    /// WAV files carry no capture time of their own.
+    pub start_time: String,
+    /// Most machines one run keeps state for; more are refused and counted.
+    pub max_machines: usize,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        Self { chunk_ms: 1000, epoch_ms: 10_000, start_time: "2026-01-01T00:00:00Z".to_owned(), max_machines: 100_000 }
+    }
+}
+
+/// The Parquet archive.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ArchiveSettings {
+    /// Epochs per archive file batch (a file is also cut at `max_rows_per_file`).
+    pub roll_epochs: u64,
+    /// Most rows in one file.
+    pub max_rows_per_file: usize,
+    /// zstd level.
+    pub zstd_level: i32,
+}
+
+impl Default for ArchiveSettings {
+    fn default() -> Self {
+        Self { roll_epochs: 6, max_rows_per_file: 250_000, zstd_level: 3 }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config file {path} is not valid: {reason}")]
+    Parse { path: String, reason: String },
+    #[error("config value {field} = {value} is not allowed: {reason}")]
+    Invalid { field: &'static str, value: String, reason: &'static str },
+}
+
+impl Config {
+    /// Reads a TOML file; missing fields keep their defaults.
+    pub fn from_toml_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let config: Config = toml::from_str(&text)
+            .map_err(|error| ConfigError::Parse { path: path.display().to_string(), reason: error.message().to_owned() })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the values that the types alone do not.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, value: String, reason| Err(ConfigError::Invalid { field, value, reason });
+        let model = &self.model;
+        if !(model.false_alarm_rate > 0.0 && model.false_alarm_rate < 0.5) {
+            return invalid("model.false_alarm_rate", model.false_alarm_rate.to_string(), "must be in (0, 0.5)");
+        }
+        if !(model.alarm_false_alarm_rate > 0.0 && model.alarm_false_alarm_rate <= model.false_alarm_rate) {
+            return invalid("model.alarm_false_alarm_rate", model.alarm_false_alarm_rate.to_string(), "must be in (0, false_alarm_rate]");
+        }
+        if model.window_frames == 0 {
+            return invalid("model.window_frames", "0".to_owned(), "must be at least 1");
+        }
+        if !(model.learning_s.is_finite() && model.learning_s > 0.0) {
+            return invalid("model.learning_s", model.learning_s.to_string(), "must be a positive number of seconds");
+        }
+        if model.calibration_windows_max < 8 {
+            return invalid("model.calibration_windows_max", model.calibration_windows_max.to_string(), "must be at least 8");
+        }
+        let alerts = &self.alerts;
+        if alerts.open_k == 0 || alerts.open_k > alerts.open_n || alerts.close_m == 0 {
+            return invalid("alerts", format!("{alerts:?}"), "need 1 <= open_k <= open_n and close_m >= 1");
+        }
+        if self.stream.chunk_ms == 0 || self.stream.epoch_ms == 0 {
+            return invalid("stream", format!("{:?}", self.stream), "chunk_ms and epoch_ms must be positive");
+        }
+        if auscult_schemas::time::parse_rfc3339(&self.stream.start_time).is_none() {
+            return invalid("stream.start_time", self.stream.start_time.clone(), "must be RFC 3339, e.g. 2026-01-01T00:00:00Z");
+        }
+        Ok(())
+    }
+
+    /// `stream.start_time` in microseconds since the epoch (validated).
+    pub fn start_time_us(&self) -> i64 {
+        auscult_schemas::time::parse_rfc3339(&self.stream.start_time).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partial_toml_keeps_the_other_defaults() {
+        let config: Config = toml::from_str("[model]\nlearning_s = 30.0\n[features]\nn_mels = 64\n").unwrap();
+        assert_eq!(config.model.learning_s, 30.0);
+        assert_eq!(config.features.n_mels, 64);
+        assert_eq!(config.features.n_fft, 1024);
+        assert_eq!(config.alerts, AlertConfig::default());
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        assert!(toml::from_str::<Config>("[model]\nlearnig_s = 3.0\n").is_err());
+        let mut config = Config::default();
+        config.alerts.open_k = 4;
+        assert!(matches!(config.validate(), Err(ConfigError::Invalid { field: "alerts", .. })));
+    }
+}

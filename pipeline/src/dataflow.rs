@@ -1,0 +1,377 @@
+//! The timely dataflow, top to bottom: this is the one file where the graph is assembled.
+//!
+//! ```text
+//!  worker input (owned machines, epoch by epoch of capture time)
+//!    -> Exchange(route_hash(machine_id))       one worker owns each machine's state
+//!    -> "MachineMonitors"                       order by (machine, sequence) per epoch; decode,
+//!                                               log-mel, window, learn/score, alerts
+//!    -> windows  -> "ArchiveSink"  (each worker)    Parquet, a batch per `roll_epochs`, at the frontier
+//!    -> events   -> Exchange(0) -> "EventSink"      JSON Lines, sorted, flushed per epoch
+//! ```
+//!
+//! The timely timestamp is an epoch: `capture_time / epoch_ms`. Operators buffer per epoch and
+//! act when the frontier passes it, so the output is the same whatever the number of workers,
+//! processes or chunk arrival order: the per-machine state sees each machine's chunks in
+//! sequence order, and sinks finalize whole epochs (which is also where checkpoints will go).
+
+use crate::config::Config;
+use crate::model::{MachineMonitor, MonitorOutput};
+use crate::sources::{MachineStream, SourcePlan};
+use auscult_connectors::archive::{ArchiveConfig, ArchiveWriter};
+use auscult_connectors::events::{EventTarget, JsonLinesWriter};
+use auscult_schemas::{route_hash, AnomalyEvent, AudioChunk, BandDeviation, MachineId, MachineType, WindowRecord};
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::{Capability, Operator, Probe};
+use timely::dataflow::{InputHandle, ProbeHandle};
+use timely::worker::Worker;
+
+/// How many epochs a worker's input may run ahead of what its monitors have finished:
+/// bounds the audio buffered in flight.
+const EPOCHS_IN_FLIGHT: u64 = 2;
+
+/// Everything one run needs.
+#[derive(Clone)]
+pub struct RunPlan {
+    pub config: Config,
+    pub source: SourcePlan,
+    /// Where anomaly events go; `None` drops them (counted all the same).
+    pub events: Option<EventTarget>,
+    /// The archive root; `None` writes no archive.
+    pub archive_dir: Option<PathBuf>,
+}
+
+/// What the monitors emit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum PipelineRecord {
+    Window(WindowRecord),
+    Event(AnomalyEvent),
+}
+
+/// What one machine did during the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct MachineSummary {
+    pub machine_id: MachineId,
+    pub machine_type: MachineType,
+    pub audio_s: f64,
+    pub learned_audio_s: f64,
+    pub windows_learned: u64,
+    pub windows_scored: u64,
+    pub alerts_opened: u64,
+    pub gaps: u64,
+    pub duplicates: u64,
+    pub warning_threshold: Option<f64>,
+    pub state_bytes: usize,
+    /// The bands that explained this machine's most recent alert.
+    pub last_alert_bands: Vec<BandDeviation>,
+}
+
+/// What one worker did.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct WorkerReport {
+    pub worker: usize,
+    pub chunks_read: u64,
+    pub machines: Vec<MachineSummary>,
+    /// One line per input that was skipped, naming it and why.
+    pub skipped: Vec<String>,
+    pub archive_files: usize,
+    pub archive_rows: u64,
+    pub events_written: u64,
+    /// Sink failures (archive or event output); a run with any is a failed run.
+    pub sink_errors: Vec<String>,
+}
+
+/// Runs the dataflow on the workers and processes that `timely_args` describe (`-w`, `-n`,
+/// `-p`, `-h`), and returns the reports of this process's workers.
+pub fn run(plan: RunPlan, timely_args: Vec<String>) -> Result<Vec<WorkerReport>, String> {
+    let plan = Arc::new(plan);
+    let guards = timely::execute_from_args(timely_args.into_iter(), move |worker| run_worker(worker, &plan))?;
+    guards.join().into_iter().collect()
+}
+
+/// State shared by one worker's operators and its driver loop.
+#[derive(Default)]
+struct WorkerState {
+    monitors: HashMap<MachineId, MachineMonitor>,
+    last_alert_bands: HashMap<MachineId, Vec<BandDeviation>>,
+    report: WorkerReport,
+}
+
+fn epoch_of(capture_us: i64, epoch_us: i64) -> u64 {
+    u64::try_from(capture_us.div_euclid(epoch_us)).unwrap_or(0)
+}
+
+fn run_worker(worker: &mut Worker, plan: &RunPlan) -> WorkerReport {
+    let index = worker.index();
+    let peers = worker.peers();
+    let config = plan.config.clone();
+    let epoch_us = i64::try_from(config.stream.epoch_ms.saturating_mul(1000)).unwrap_or(i64::MAX).max(1);
+    let state = Rc::new(RefCell::new(WorkerState::default()));
+    state.borrow_mut().report.worker = index;
+    let mut input = InputHandle::<u64, CapacityContainerBuilder<Vec<AudioChunk>>>::new();
+    let probe = ProbeHandle::new();
+
+    worker.dataflow::<u64, _, _>(|scope| {
+        let records = input
+            .to_stream(scope)
+            .unary_frontier(
+                Exchange::new(|chunk: &AudioChunk| route_hash(&chunk.machine_id)),
+                "MachineMonitors",
+                |_capability, _info| {
+                    let config = config.clone();
+                    let state = Rc::clone(&state);
+                    let mut stash: BTreeMap<u64, (Capability<u64>, Vec<AudioChunk>)> = BTreeMap::new();
+                    move |(input, frontier), output| {
+                        input.for_each_stamp(|capability, data| {
+                            let Some(capability) = capability.retain_least(output.output_index()) else {
+                                return;
+                            };
+                            let (_, chunks) = stash.entry(*capability.time()).or_insert_with(|| (capability, Vec::new()));
+                            data.for_each(|container| chunks.append(container));
+                        });
+                        while let Some(entry) = stash.first_entry() {
+                            if frontier.less_equal(entry.key()) {
+                                break;
+                            }
+                            let (capability, chunks) = entry.remove();
+                            let mut records = monitor_epoch(&config, &mut state.borrow_mut(), chunks);
+                            output.session(&capability).give_container(&mut records);
+                        }
+                    }
+                },
+            )
+            .probe_with(&probe);
+        let windows = records.clone().flat_map(|record| match record {
+            PipelineRecord::Window(window) => Some(window),
+            PipelineRecord::Event(_) => None,
+        });
+        let events = records.flat_map(|record| match record {
+            PipelineRecord::Event(event) => Some(event),
+            PipelineRecord::Window(_) => None,
+        });
+        if let Some(dir) = &plan.archive_dir {
+            let archive_config = ArchiveConfig {
+                dir: dir.clone(),
+                max_rows_per_file: config.archive.max_rows_per_file,
+                zstd_level: config.archive.zstd_level,
+                ..ArchiveConfig::default()
+            };
+            let mut writer = ArchiveWriter::new(archive_config, index, archive_metadata(&config));
+            let roll_epochs = config.archive.roll_epochs.max(1);
+            let state = Rc::clone(&state);
+            let mut by_epoch: BTreeMap<u64, Vec<WindowRecord>> = BTreeMap::new();
+            let mut batch: Vec<WindowRecord> = Vec::new();
+            let mut batch_first_epoch: Option<u64> = None;
+            windows.sink(Pipeline, "ArchiveSink", move |(input, frontier)| {
+                input.for_each_stamp(|capability, data| {
+                    let Some(&epoch) = capability.least() else { return };
+                    let rows = by_epoch.entry(epoch).or_default();
+                    data.for_each(|container| rows.append(container));
+                });
+                while let Some(entry) = by_epoch.first_entry() {
+                    if frontier.less_equal(entry.key()) {
+                        break;
+                    }
+                    let (epoch, mut rows) = entry.remove_entry();
+                    let first = *batch_first_epoch.get_or_insert(epoch);
+                    batch.append(&mut rows);
+                    let full = batch.len() >= config.archive.max_rows_per_file || epoch + 1 >= first + roll_epochs;
+                    if full {
+                        commit_batch(&mut writer, first, &mut batch, &state);
+                        batch_first_epoch = None;
+                    }
+                }
+                if frontier.is_empty() {
+                    if let Some(first) = batch_first_epoch.take() {
+                        commit_batch(&mut writer, first, &mut batch, &state);
+                    }
+                }
+            });
+        }
+        let event_target = plan.events.clone().filter(|_| index == 0);
+        let mut event_writer = event_target.map(|target| JsonLinesWriter::open(&target));
+        let state = Rc::clone(&state);
+        let mut by_epoch: BTreeMap<u64, Vec<AnomalyEvent>> = BTreeMap::new();
+        events.sink(Exchange::new(|_event: &AnomalyEvent| 0), "EventSink", move |(input, frontier)| {
+            input.for_each_stamp(|capability, data| {
+                let Some(&epoch) = capability.least() else { return };
+                let events = by_epoch.entry(epoch).or_default();
+                data.for_each(|container| events.append(container));
+            });
+            while let Some(entry) = by_epoch.first_entry() {
+                if frontier.less_equal(entry.key()) {
+                    break;
+                }
+                let mut events = entry.remove();
+                events.sort_by(|a, b| {
+                    (&a.window_start, &a.machine_id, a.kind).cmp(&(&b.window_start, &b.machine_id, b.kind))
+                });
+                let mut state = state.borrow_mut();
+                for event in &events {
+                    state.last_alert_bands.insert(event.machine_id.clone(), event.top_bands.clone());
+                }
+                match event_writer.as_mut() {
+                    Some(Ok(writer)) => {
+                        let written = events.iter().try_for_each(|event| writer.write(event)).and_then(|()| writer.flush());
+                        match written {
+                            Ok(()) => state.report.events_written += events.len() as u64,
+                            Err(error) => state.report.sink_errors.push(error.to_string()),
+                        }
+                    }
+                    Some(Err(error)) => state.report.sink_errors.push(error.to_string()),
+                    None => state.report.events_written += events.len() as u64,
+                }
+            }
+        });
+    });
+
+    // The driver: feed this worker's machines epoch by epoch of capture time, never more than
+    // `EPOCHS_IN_FLIGHT` ahead of what the monitors have finished.
+    let mut streams: Vec<(MachineStream, Option<AudioChunk>)> = plan
+        .source
+        .open_for_worker(index, peers, config.stream.chunk_ms, config.start_time_us())
+        .into_iter()
+        .map(|stream| (stream, None))
+        .collect();
+    loop {
+        for (stream, peeked) in streams.iter_mut() {
+            while peeked.is_none() {
+                match stream.next_chunk() {
+                    Some(Ok(chunk)) => *peeked = Some(chunk),
+                    Some(Err(error)) => {
+                        tracing::warn!(worker = index, "skipped: {error}");
+                        state.borrow_mut().report.skipped.push(error.to_string());
+                    }
+                    None => break,
+                }
+            }
+        }
+        streams.retain(|(_, peeked)| peeked.is_some());
+        let Some(epoch) = streams
+            .iter()
+            .filter_map(|(_, peeked)| peeked.as_ref().map(|chunk| epoch_of(chunk.capture_start_us, epoch_us)))
+            .min()
+        else {
+            break;
+        };
+        if epoch > *input.time() {
+            input.advance_to(epoch);
+        }
+        for (stream, peeked) in streams.iter_mut() {
+            while let Some(chunk) = peeked.take() {
+                if epoch_of(chunk.capture_start_us, epoch_us) > epoch {
+                    *peeked = Some(chunk);
+                    break;
+                }
+                state.borrow_mut().report.chunks_read += 1;
+                input.send(chunk);
+                match stream.next_chunk() {
+                    Some(Ok(next)) => *peeked = Some(next),
+                    Some(Err(error)) => {
+                        tracing::warn!(worker = index, "skipped: {error}");
+                        state.borrow_mut().report.skipped.push(error.to_string());
+                    }
+                    None => {}
+                }
+            }
+        }
+        input.advance_to(epoch + 1);
+        let allowed = (epoch + 1).saturating_sub(EPOCHS_IN_FLIGHT);
+        while probe.less_than(&allowed) {
+            worker.step();
+        }
+    }
+    input.close();
+    while worker.step_or_park(None) {}
+
+    let mut state = state.borrow_mut();
+    let WorkerState { monitors, last_alert_bands, report } = &mut *state;
+    let mut machines: Vec<MachineSummary> = monitors
+        .values()
+        .map(|monitor| {
+            let stats = monitor.stats();
+            let rate = monitor.feature_settings().map_or(1.0, |settings| f64::from(settings.sample_rate_hz));
+            MachineSummary {
+                machine_id: monitor.machine_id().clone(),
+                machine_type: monitor.machine_type().clone(),
+                audio_s: stats.samples as f64 / rate,
+                learned_audio_s: monitor.learned_audio_s(),
+                windows_learned: stats.windows_learned,
+                windows_scored: stats.windows_scored,
+                alerts_opened: stats.alerts_opened,
+                gaps: stats.gaps,
+                duplicates: stats.duplicates,
+                warning_threshold: monitor.thresholds().map(|(warning, _)| warning),
+                state_bytes: monitor.heap_bytes(),
+                last_alert_bands: last_alert_bands.get(monitor.machine_id()).cloned().unwrap_or_default(),
+            }
+        })
+        .collect();
+    machines.sort_by(|a, b| a.machine_id.cmp(&b.machine_id));
+    report.machines = machines;
+    std::mem::take(report)
+}
+
+/// The work of "MachineMonitors" for one finished epoch: its chunks in (machine, sequence)
+/// order through each machine's monitor; returns the windows and events they made.
+fn monitor_epoch(config: &Config, state: &mut WorkerState, mut chunks: Vec<AudioChunk>) -> Vec<PipelineRecord> {
+    chunks.sort_by(|a, b| (&a.machine_id, a.sequence).cmp(&(&b.machine_id, b.sequence)));
+    let WorkerState { monitors, report, .. } = state;
+    let mut made = MonitorOutput::default();
+    for chunk in chunks {
+        if !monitors.contains_key(&chunk.machine_id) {
+            if monitors.len() >= config.stream.max_machines {
+                report.skipped.push(format!(
+                    "{}: machine {} refused: this run already keeps state for {} machines (stream.max_machines)",
+                    chunk.origin, chunk.machine_id, config.stream.max_machines
+                ));
+                continue;
+            }
+            let monitor = MachineMonitor::new(chunk.machine_id.clone(), chunk.machine_type.clone(), config);
+            monitors.insert(chunk.machine_id.clone(), monitor);
+        }
+        let monitor = monitors.get_mut(&chunk.machine_id).expect("inserted above");
+        if let Err(error) = monitor.accept(&chunk, &mut made) {
+            tracing::warn!(source = %chunk.origin, "skipped: {error}");
+            report.skipped.push(format!("{}: {error}", chunk.origin));
+        }
+    }
+    let windows = made.windows.into_iter().map(PipelineRecord::Window);
+    windows.chain(made.events.into_iter().map(PipelineRecord::Event)).collect()
+}
+
+fn commit_batch(writer: &mut Result<ArchiveWriter, impl std::fmt::Display>, first_epoch: u64, batch: &mut Vec<WindowRecord>, state: &Rc<RefCell<WorkerState>>) {
+    let rows = std::mem::take(batch);
+    let mut state = state.borrow_mut();
+    match writer {
+        Ok(writer) => match writer.write_batch(first_epoch, rows) {
+            Ok(files) => {
+                state.report.archive_files += files.len();
+                state.report.archive_rows += files.iter().map(|file| file.rows as u64).sum::<u64>();
+            }
+            Err(error) => state.report.sink_errors.push(error.to_string()),
+        },
+        Err(error) => state.report.sink_errors.push(error.to_string()),
+    }
+}
+
+/// Feature and model settings recorded in every archive file's footer.
+fn archive_metadata(config: &Config) -> Vec<(String, String)> {
+    vec![
+        ("auscult.feature_version".to_owned(), auscult_schemas::features::FEATURE_VERSION.to_owned()),
+        ("auscult.n_fft".to_owned(), config.features.n_fft.to_string()),
+        ("auscult.hop_length".to_owned(), config.features.hop_length.to_string()),
+        ("auscult.n_mels".to_owned(), config.features.n_mels.to_string()),
+        ("auscult.fmin_hz".to_owned(), config.features.fmin_hz.to_string()),
+        ("auscult.fmax_hz".to_owned(), config.features.fmax_hz.map_or("sr/2".to_owned(), |fmax| fmax.to_string())),
+        ("auscult.window_frames".to_owned(), config.model.window_frames.to_string()),
+        ("auscult.version".to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
+    ]
+}

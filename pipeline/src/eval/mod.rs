@@ -1,0 +1,237 @@
+//! Offline evaluation on labelled corpora, through the stream's own code path.
+//!
+//! For each machine (type and id) a [`MachineMonitor`] learns from the training normals,
+//! exactly as the stream learns (the same decoding, features, windows and profile), then
+//! scores every test clip as the stream scores windows; a clip's score is the mean of its
+//! windows' scores. Reported per machine: AUC and pAUC (DCASE's metrics), and, at the
+//! machine's calibrated warning threshold with the stream's alert hysteresis, the false-alarm
+//! rate, recall and F1 over clips.
+
+pub mod metrics;
+
+use crate::config::Config;
+use crate::model::alert::AlertTracker;
+use crate::model::{MachineMonitor, MonitorOutput};
+use auscult_connectors::layout::{Label, LabelledFile, Split};
+use auscult_connectors::wav::WavChunkReader;
+use auscult_schemas::{AudioChunk, BandDeviation, ChunkOrigin, MachineId, MachineType};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// The false-positive-rate bound of pAUC (DCASE uses 0.1).
+pub const PAUC_MAX_FPR: f64 = 0.1;
+
+/// The clips of one machine, split for evaluation.
+#[derive(Debug, Clone)]
+pub struct MachineClips {
+    pub machine_type: MachineType,
+    pub machine_id: MachineId,
+    pub train: Vec<PathBuf>,
+    /// Test clips and whether each is anomalous.
+    pub test: Vec<(PathBuf, bool)>,
+}
+
+/// Groups a labelled corpus by machine and splits it: DCASE folders say train and test;
+/// MIMII-style unsplit folders test on every anomalous clip plus as many normal clips (the
+/// first ones by name, as the MIMII baseline does) and train on the remaining normals.
+pub fn split_corpus(files: &[LabelledFile]) -> Vec<MachineClips> {
+    let mut by_machine: BTreeMap<(MachineType, MachineId), Vec<&LabelledFile>> = BTreeMap::new();
+    for file in files {
+        by_machine.entry((file.machine_type.clone(), file.machine_id.clone())).or_default().push(file);
+    }
+    by_machine
+        .into_iter()
+        .map(|((machine_type, machine_id), mut files)| {
+            files.sort_by(|a, b| a.path.cmp(&b.path));
+            let mut train = Vec::new();
+            let mut test = Vec::new();
+            let unsplit_anomalous = files.iter().filter(|f| f.split == Split::Unsplit && f.label == Label::Anomalous).count();
+            let mut unsplit_normals_for_test = unsplit_anomalous;
+            for file in files {
+                let anomalous = file.label == Label::Anomalous;
+                match file.split {
+                    Split::Train if !anomalous => train.push(file.path.clone()),
+                    Split::Train | Split::Test => test.push((file.path.clone(), anomalous)),
+                    Split::Unsplit if anomalous => test.push((file.path.clone(), true)),
+                    Split::Unsplit if unsplit_normals_for_test > 0 => {
+                        unsplit_normals_for_test -= 1;
+                        test.push((file.path.clone(), false));
+                    }
+                    Split::Unsplit => train.push(file.path.clone()),
+                }
+            }
+            MachineClips { machine_type, machine_id, train, test }
+        })
+        .collect()
+}
+
+/// One test clip's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClipScore {
+    pub path: PathBuf,
+    pub anomalous: bool,
+    pub score: f64,
+    /// Whether the stream's alert state machine opened an alert during the clip.
+    pub flagged: bool,
+    /// The most deviating bands of the clip's highest-scoring window.
+    pub top_bands: Vec<BandDeviation>,
+}
+
+/// One machine's row of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct MachineResult {
+    pub machine_type: MachineType,
+    pub machine_id: MachineId,
+    pub train_clips: usize,
+    pub test_normal: usize,
+    pub test_anomalous: usize,
+    pub auc: Option<f64>,
+    pub pauc: Option<f64>,
+    pub threshold: Option<f64>,
+    pub false_alarm_rate: Option<f64>,
+    pub recall: Option<f64>,
+    pub f1: Option<f64>,
+    pub clips: Vec<ClipScore>,
+    /// Files that could not be read, one line each.
+    pub skipped: Vec<String>,
+}
+
+/// Why a machine could not be evaluated.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error("{machine}: no training clip could be learned from")]
+    NothingLearned { machine: MachineId },
+}
+
+/// Evaluates every machine on `workers` threads; `on_done` is called after each machine.
+pub fn evaluate(
+    machines: &[MachineClips],
+    config: &Config,
+    workers: usize,
+    on_done: &(dyn Fn(&MachineResult) + Sync),
+) -> Vec<Result<MachineResult, EvalError>> {
+    let mut config = config.clone();
+    config.model.learning_s = f64::INFINITY;
+    config.model.adapt = false;
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Result<MachineResult, EvalError>>>> =
+        Mutex::new(std::iter::repeat_with(|| None).take(machines.len()).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..workers.max(1) {
+            scope.spawn(|| loop {
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                let Some(machine) = machines.get(index) else { break };
+                let result = evaluate_machine(machine, &config);
+                if let Ok(row) = &result {
+                    on_done(row);
+                }
+                results.lock().expect("not poisoned")[index] = Some(result);
+            });
+        }
+    });
+    results.into_inner().expect("not poisoned").into_iter().map(|r| r.expect("every machine was evaluated")).collect()
+}
+
+/// Feeds one clip as its own stretch of audio (a sequence gap before it restarts the STFT);
+/// returns the windows it produced, or the reason it could not be read.
+fn feed_clip(
+    monitor: &mut MachineMonitor,
+    path: &PathBuf,
+    sequence: &mut u64,
+    config: &Config,
+) -> Result<MonitorOutput, String> {
+    let mut reader = WavChunkReader::open(path).map_err(|error| error.to_string())?;
+    let info = reader.info();
+    let frames_per_chunk = (u64::from(info.sample_rate_hz) * u64::from(config.stream.chunk_ms) / 1000).max(1) as usize;
+    let mut out = MonitorOutput::default();
+    *sequence += 1;
+    let mut frames_so_far = 0u64;
+    while let Some(payload) = reader.next_payload(frames_per_chunk).map_err(|error| error.to_string())? {
+        let frames = payload.len() / (info.sample_format.bytes_per_sample() * usize::from(info.channels)).max(1);
+        let chunk = AudioChunk {
+            machine_id: monitor.machine_id().clone(),
+            machine_type: monitor.machine_type().clone(),
+            sequence: *sequence,
+            capture_start_us: auscult_schemas::time::samples_to_us(frames_so_far, info.sample_rate_hz),
+            sample_rate_hz: info.sample_rate_hz,
+            channels: info.channels,
+            sample_format: info.sample_format,
+            payload,
+            origin: ChunkOrigin::File { path: path.display().to_string() },
+        };
+        monitor.accept(&chunk, &mut out).map_err(|error| format!("{}: {error}", path.display()))?;
+        *sequence += 1;
+        frames_so_far += frames as u64;
+    }
+    *sequence += 1;
+    Ok(out)
+}
+
+fn evaluate_machine(machine: &MachineClips, config: &Config) -> Result<MachineResult, EvalError> {
+    let mut monitor = MachineMonitor::new(machine.machine_id.clone(), machine.machine_type.clone(), config);
+    let mut sequence = 0u64;
+    let mut skipped = Vec::new();
+    for path in &machine.train {
+        if let Err(error) = feed_clip(&mut monitor, path, &mut sequence, config) {
+            skipped.push(error);
+        }
+    }
+    if !monitor.finish_learning() {
+        return Err(EvalError::NothingLearned { machine: machine.machine_id.clone() });
+    }
+    let (warning, alarm) = monitor.thresholds().expect("learning finished");
+    let mut clips = Vec::new();
+    for (path, anomalous) in &machine.test {
+        match feed_clip(&mut monitor, path, &mut sequence, config) {
+            Ok(out) => {
+                let scores: Vec<f64> = out.windows.iter().filter_map(|window| window.score).collect();
+                let Some(score) = metrics::mean(&scores) else {
+                    skipped.push(format!("{}: shorter than one window", path.display()));
+                    continue;
+                };
+                let mut tracker = AlertTracker::new(config.alerts.clone());
+                let flagged = scores.iter().any(|&s| tracker.observe(s, warning, alarm).is_some());
+                let top_bands = out
+                    .windows
+                    .iter()
+                    .filter(|window| window.score.is_some())
+                    .max_by(|a, b| a.score.unwrap_or(0.0).total_cmp(&b.score.unwrap_or(0.0)))
+                    .map(|window| monitor.explain(window))
+                    .unwrap_or_default();
+                clips.push(ClipScore { path: path.clone(), anomalous: *anomalous, score, flagged, top_bands });
+            }
+            Err(error) => skipped.push(error),
+        }
+    }
+    let normal: Vec<f64> = clips.iter().filter(|c| !c.anomalous).map(|c| c.score).collect();
+    let anomalous: Vec<f64> = clips.iter().filter(|c| c.anomalous).map(|c| c.score).collect();
+    let false_alarms = clips.iter().filter(|c| !c.anomalous && c.flagged).count() as f64;
+    let detected = clips.iter().filter(|c| c.anomalous && c.flagged).count() as f64;
+    let flagged = clips.iter().filter(|c| c.flagged).count() as f64;
+    let false_alarm_rate = (!normal.is_empty()).then(|| false_alarms / normal.len() as f64);
+    let recall = (!anomalous.is_empty()).then(|| detected / anomalous.len() as f64);
+    let precision = (flagged > 0.0).then(|| detected / flagged);
+    let f1 = match (precision, recall) {
+        (Some(p), Some(r)) if p + r > 0.0 => Some(2.0 * p * r / (p + r)),
+        (_, Some(_)) => Some(0.0),
+        _ => None,
+    };
+    Ok(MachineResult {
+        machine_type: machine.machine_type.clone(),
+        machine_id: machine.machine_id.clone(),
+        train_clips: machine.train.len(),
+        test_normal: normal.len(),
+        test_anomalous: anomalous.len(),
+        auc: metrics::auc(&normal, &anomalous),
+        pauc: metrics::partial_auc(&normal, &anomalous, PAUC_MAX_FPR),
+        threshold: Some(warning),
+        false_alarm_rate,
+        recall,
+        f1,
+        clips,
+        skipped,
+    })
+}

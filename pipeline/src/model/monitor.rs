@@ -1,0 +1,356 @@
+//! Everything auscult keeps about one machine, and what it does with each chunk.
+//!
+//! A monitor is created on a machine's first chunk. It checks order (a repeated sequence
+//! number is a replay and is dropped; a jump is a gap after which the STFT and the window
+//! restart cleanly), decodes, extracts log-mel frames, pools them into windows, learns the
+//! normal profile from the first `learning_s` seconds, then scores every window, runs the
+//! alert state machine and explains each alert by its most deviating bands. Its memory is
+//! bounded and reported by [`MachineMonitor::heap_bytes`].
+
+use super::alert::AlertTracker;
+use super::profile::{CalibrationSample, NormalProfile, RunningMoments};
+use super::threshold::calibrate;
+use super::window::{WindowAccumulator, WindowFeatures};
+use crate::config::Config;
+use crate::dsp::{decode_to_mono, DecodeError, FeatureError, LogMelExtractor};
+use auscult_schemas::event::event_id;
+use auscult_schemas::time::{rfc3339, TimestampUs};
+use auscult_schemas::{
+    AlertState, AnomalyEvent, AudioChunk, BandDeviation, FeatureSettings, MachineId, MachineType, ProfileState,
+    WindowRecord, EVENT_SCHEMA_ID,
+};
+
+/// Fewest learning windows a threshold is calibrated from, whatever `learning_s` says.
+pub const MIN_LEARNING_WINDOWS: u64 = 8;
+
+/// Why a chunk was not used. The caller adds where the chunk came from.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MonitorError {
+    #[error("machine {machine} changed sample rate from {from} Hz to {to} Hz at sequence {sequence}; chunk skipped")]
+    RateChanged { machine: MachineId, from: u32, to: u32, sequence: u64 },
+    #[error("machine {machine} sequence {sequence}: {source}")]
+    Decode { machine: MachineId, sequence: u64, source: DecodeError },
+    #[error("machine {machine}: no features at {sample_rate_hz} Hz: {source}")]
+    Features { machine: MachineId, sample_rate_hz: u32, source: FeatureError },
+}
+
+/// What a chunk produced.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct MonitorOutput {
+    pub windows: Vec<WindowRecord>,
+    pub events: Vec<AnomalyEvent>,
+}
+
+/// Counters of one machine.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct MonitorStats {
+    pub chunks: u64,
+    pub samples: u64,
+    pub duplicates: u64,
+    pub gaps: u64,
+    pub windows_learned: u64,
+    pub windows_scored: u64,
+    pub alerts_opened: u64,
+}
+
+enum Phase {
+    Learning { moments: RunningMoments, sample: CalibrationSample },
+    Scoring { profile: NormalProfile, warning_threshold: f64, alarm_threshold: f64 },
+}
+
+/// The state of one machine.
+pub struct MachineMonitor {
+    machine_id: MachineId,
+    machine_type: MachineType,
+    config: Config,
+    extractor: Option<LogMelExtractor>,
+    /// Capture time of sample 0 of the current continuous stretch of audio.
+    segment_start_us: TimestampUs,
+    next_sequence: Option<u64>,
+    window: WindowAccumulator,
+    /// Where the audio of the window being filled started.
+    window_origin: String,
+    phase: Phase,
+    learned_audio_s: f64,
+    alert: AlertTracker,
+    stats: MonitorStats,
+    samples: Vec<f32>,
+    features: Vec<f64>,
+}
+
+impl MachineMonitor {
+    /// A new machine, learning from its first audio.
+    pub fn new(machine_id: MachineId, machine_type: MachineType, config: &Config) -> Self {
+        let dimensions = 2 * config.features.n_mels;
+        Self {
+            machine_id,
+            machine_type,
+            extractor: None,
+            segment_start_us: 0,
+            next_sequence: None,
+            window: WindowAccumulator::new(config.features.n_mels, config.model.window_frames),
+            window_origin: String::new(),
+            phase: Phase::Learning {
+                moments: RunningMoments::new(dimensions),
+                sample: CalibrationSample::new(config.model.calibration_windows_max),
+            },
+            learned_audio_s: 0.0,
+            alert: AlertTracker::new(config.alerts.clone()),
+            stats: MonitorStats::default(),
+            samples: Vec::new(),
+            features: Vec::with_capacity(dimensions),
+            config: config.clone(),
+        }
+    }
+
+    pub fn machine_id(&self) -> &MachineId {
+        &self.machine_id
+    }
+
+    pub fn machine_type(&self) -> &MachineType {
+        &self.machine_type
+    }
+
+    pub fn stats(&self) -> MonitorStats {
+        self.stats
+    }
+
+    /// Seconds of audio the profile learned from.
+    pub fn learned_audio_s(&self) -> f64 {
+        self.learned_audio_s
+    }
+
+    /// The warning and alarm thresholds, once learning is over.
+    pub fn thresholds(&self) -> Option<(f64, f64)> {
+        match &self.phase {
+            Phase::Scoring { warning_threshold, alarm_threshold, .. } => Some((*warning_threshold, *alarm_threshold)),
+            Phase::Learning { .. } => None,
+        }
+    }
+
+    /// The feature settings in use (after the first chunk).
+    pub fn feature_settings(&self) -> Option<FeatureSettings> {
+        self.extractor.as_ref().map(|extractor| *extractor.settings())
+    }
+
+    /// Heap bytes of this machine's state (extractor buffers, window, profile, calibration sample).
+    pub fn heap_bytes(&self) -> usize {
+        let extractor = self.extractor.as_ref().map_or(0, |e| e.heap_bytes());
+        let phase = match &self.phase {
+            Phase::Learning { sample, .. } => sample.heap_bytes() + 2 * self.features.capacity() * 8,
+            Phase::Scoring { profile, .. } => profile.heap_bytes(),
+        };
+        extractor + phase + self.window.heap_bytes() + self.samples.capacity() * 4 + self.features.capacity() * 8
+    }
+
+    /// Ends learning now (if it has not ended) and calibrates the thresholds from what was
+    /// learned; `auscult eval` calls this after a machine's training clips. Returns whether the
+    /// machine is now scoring (it needs at least two learned windows).
+    pub fn finish_learning(&mut self) -> bool {
+        if let Phase::Learning { moments, sample } = &self.phase {
+            if moments.count() < 2 {
+                return false;
+            }
+            let model = &self.config.model;
+            let scores = sample.leave_one_out_scores(moments, model.min_std_db);
+            self.phase = Phase::Scoring {
+                profile: NormalProfile::from_moments(moments, model.min_std_db),
+                warning_threshold: calibrate(&scores, model.false_alarm_rate),
+                alarm_threshold: calibrate(&scores, model.alarm_false_alarm_rate),
+            };
+        }
+        true
+    }
+
+    /// Takes one chunk of this machine's audio, in sequence order.
+    pub fn accept(&mut self, chunk: &AudioChunk, out: &mut MonitorOutput) -> Result<(), MonitorError> {
+        if let Some(extractor) = &self.extractor {
+            let rate = extractor.settings().sample_rate_hz;
+            if rate != chunk.sample_rate_hz {
+                return Err(MonitorError::RateChanged {
+                    machine: self.machine_id.clone(),
+                    from: rate,
+                    to: chunk.sample_rate_hz,
+                    sequence: chunk.sequence,
+                });
+            }
+        }
+        let continuous = match self.next_sequence {
+            Some(next) if chunk.sequence < next => {
+                self.stats.duplicates += 1;
+                return Ok(());
+            }
+            Some(next) if chunk.sequence > next => {
+                self.stats.gaps += 1;
+                false
+            }
+            Some(_) => true,
+            None => false,
+        };
+        self.samples.clear();
+        decode_to_mono(&chunk.payload, chunk.sample_format, chunk.channels, self.config.features.channel, &mut self.samples)
+            .map_err(|source| MonitorError::Decode { machine: self.machine_id.clone(), sequence: chunk.sequence, source })?;
+        if self.extractor.is_none() {
+            let settings = self.config.features.settings_for(chunk.sample_rate_hz);
+            let extractor = LogMelExtractor::new(settings).map_err(|source| MonitorError::Features {
+                machine: self.machine_id.clone(),
+                sample_rate_hz: chunk.sample_rate_hz,
+                source,
+            })?;
+            self.extractor = Some(extractor);
+        }
+        self.next_sequence = Some(chunk.sequence + 1);
+        self.stats.chunks += 1;
+        self.stats.samples += self.samples.len() as u64;
+        let extractor = self.extractor.as_mut().expect("created above");
+        if !continuous {
+            extractor.reset();
+            self.window.reset();
+            self.segment_start_us = chunk.capture_start_us;
+        }
+        let origin = chunk.origin.to_string();
+        let mut finished: Vec<(WindowFeatures, String)> = Vec::new();
+        let mut frame_index = extractor.frames_emitted();
+        let window = &mut self.window;
+        let window_origin = &mut self.window_origin;
+        extractor.push(&self.samples, |frame| {
+            if window.is_empty() {
+                window_origin.clone_from(&origin);
+            }
+            if let Some(features) = window.push(frame_index, frame) {
+                finished.push((features, window_origin.clone()));
+            }
+            frame_index += 1;
+        });
+        for (features, source) in finished {
+            self.finish_window(features, source, out);
+        }
+        Ok(())
+    }
+
+    fn finish_window(&mut self, features: WindowFeatures, source: String, out: &mut MonitorOutput) {
+        let settings = *self.extractor.as_ref().expect("windows come from the extractor").settings();
+        let rate = u64::from(settings.sample_rate_hz);
+        let hop = settings.hop_length as u64;
+        let to_us = |samples: u64| (u128::from(samples) * 1_000_000 / u128::from(rate)) as i64;
+        let first_sample = features.first_frame * hop;
+        let end_sample = (features.first_frame + u64::from(features.frame_count) - 1) * hop + settings.n_fft as u64;
+        let window_start_us = self.segment_start_us + to_us(first_sample);
+        let window_end_us = self.segment_start_us + to_us(end_sample);
+        features.feature_vector(&mut self.features);
+        let mut record = WindowRecord {
+            machine_id: self.machine_id.clone(),
+            machine_type: self.machine_type.clone(),
+            window_start_us,
+            window_end_us,
+            frame_count: features.frame_count,
+            sample_rate_hz: settings.sample_rate_hz,
+            logmel_mean_db: features.mean_db.clone(),
+            logmel_std_db: features.std_db.clone(),
+            score: None,
+            threshold: None,
+            alert_state: self.alert.state(),
+            profile_state: ProfileState::Learning,
+            source,
+        };
+        let model = &self.config.model;
+        match &mut self.phase {
+            Phase::Learning { moments, sample } => {
+                moments.add(&self.features);
+                sample.offer(&self.features);
+                self.stats.windows_learned += 1;
+                self.learned_audio_s += f64::from(features.frame_count) * hop as f64 / rate as f64;
+                if self.learned_audio_s >= model.learning_s && moments.count() >= MIN_LEARNING_WINDOWS {
+                    self.finish_learning();
+                }
+            }
+            Phase::Scoring { profile, warning_threshold, alarm_threshold } => {
+                let score = profile.score(&self.features);
+                let transition = self.alert.observe(score, *warning_threshold, *alarm_threshold);
+                self.stats.windows_scored += 1;
+                record.score = Some(score);
+                record.threshold = Some(*warning_threshold);
+                record.alert_state = self.alert.state();
+                record.profile_state = ProfileState::Scoring;
+                if let Some(transition) = transition {
+                    if transition.kind == auscult_schemas::EventKind::Opened {
+                        self.stats.alerts_opened += 1;
+                    }
+                    let threshold = match transition.level {
+                        auscult_schemas::AlertLevel::Warning => *warning_threshold,
+                        auscult_schemas::AlertLevel::Alarm => *alarm_threshold,
+                    };
+                    let extractor = self.extractor.as_ref().expect("windows come from the extractor");
+                    let top_bands = top_bands(profile, &features, extractor, model.top_bands);
+                    out.events.push(AnomalyEvent {
+                        schema: EVENT_SCHEMA_ID.to_owned(),
+                        event_id: event_id(&self.machine_id, transition.kind, transition.level, window_start_us),
+                        machine_id: self.machine_id.clone(),
+                        machine_type: self.machine_type.clone(),
+                        kind: transition.kind,
+                        level: transition.level,
+                        window_start: rfc3339(window_start_us),
+                        window_end: rfc3339(window_end_us),
+                        score,
+                        threshold,
+                        top_bands,
+                        learned_audio_s: self.learned_audio_s,
+                    });
+                } else if model.adapt
+                    && self.alert.state() == AlertState::Normal
+                    && score < model.adapt_below_fraction * *warning_threshold
+                {
+                    profile.adapt(&self.features, 1.0 / model.adapt_span_windows.max(1.0));
+                }
+            }
+        }
+        out.windows.push(record);
+    }
+}
+
+impl MachineMonitor {
+    /// The most deviating bands of an archived window of this machine (empty while learning).
+    pub fn explain(&self, window: &WindowRecord) -> Vec<BandDeviation> {
+        match (&self.phase, &self.extractor) {
+            (Phase::Scoring { profile, .. }, Some(extractor)) => {
+                let features = WindowFeatures {
+                    first_frame: 0,
+                    frame_count: window.frame_count,
+                    mean_db: window.logmel_mean_db.clone(),
+                    std_db: window.logmel_std_db.clone(),
+                };
+                top_bands(profile, &features, extractor, self.config.model.top_bands)
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// The bands whose mean level deviates most from the profile, largest first.
+fn top_bands(
+    profile: &NormalProfile,
+    features: &WindowFeatures,
+    extractor: &LogMelExtractor,
+    count: usize,
+) -> Vec<BandDeviation> {
+    let mut deviations: Vec<(usize, f64)> = features
+        .mean_db
+        .iter()
+        .enumerate()
+        .map(|(band, &level)| (band, profile.z_score(band, f64::from(level))))
+        .collect();
+    deviations.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()).then(a.0.cmp(&b.0)));
+    deviations
+        .into_iter()
+        .take(count)
+        .map(|(band, deviation_sd)| {
+            let (low_hz, high_hz) = extractor.filterbank().band_range_hz(band);
+            BandDeviation {
+                band: u16::try_from(band).unwrap_or(u16::MAX),
+                low_hz: (low_hz * 10.0).round() / 10.0,
+                high_hz: (high_hz * 10.0).round() / 10.0,
+                deviation_sd: (deviation_sd * 100.0).round() / 100.0,
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,7 @@
+//! One module per subcommand: each turns its arguments into calls on the library crates.
+
+pub mod demo;
+pub mod eval;
+pub mod features;
+pub mod run;
+pub mod simulate;

@@ -1,0 +1,172 @@
+//! `auscult run`: the streaming pipeline on WAV files or simulated machines.
+
+use crate::summary::{print_run_summary, RunTotals};
+use anyhow::{bail, Context, Result};
+use auscult_connectors::events::EventTarget;
+use auscult_connectors::layout::discover;
+use auscult_connectors::simulator::{fleet, FleetSpec};
+use auscult_pipeline::dataflow::{run, RunPlan, WorkerReport};
+use auscult_pipeline::sources::SourcePlan;
+use auscult_pipeline::Config;
+use clap::Args;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Timely's own cluster arguments, passed through unchanged.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArgs {
+    /// Worker threads per process (timely's -w).
+    #[arg(short = 'w', long = "workers", default_value_t = 1)]
+    pub workers: usize,
+    /// Processes in the cluster (timely's -n); with --hostfile.
+    #[arg(long = "processes", default_value_t = 1)]
+    pub processes: usize,
+    /// This process's index, from 0 (timely's -p).
+    #[arg(long = "process", default_value_t = 0)]
+    pub process: usize,
+    /// File with one host:port per line, one per process (timely's -h).
+    #[arg(long = "hostfile")]
+    pub hostfile: Option<PathBuf>,
+}
+
+impl ClusterArgs {
+    /// The argument vector timely's `execute_from_args` reads.
+    pub fn timely_args(&self) -> Vec<String> {
+        let mut args = vec!["auscult".to_owned(), "-w".to_owned(), self.workers.max(1).to_string()];
+        if self.processes > 1 {
+            args.extend(["-n".to_owned(), self.processes.to_string(), "-p".to_owned(), self.process.to_string()]);
+            if let Some(hostfile) = &self.hostfile {
+                args.extend(["-h".to_owned(), hostfile.display().to_string()]);
+            }
+        }
+        args
+    }
+}
+
+/// Settings a run may override on the command line.
+#[derive(Debug, Clone, Args)]
+pub struct ModelOverrides {
+    /// Seconds of each machine's first audio that teach it what normal is.
+    #[arg(long)]
+    pub learning_s: Option<f64>,
+    /// Frames per scored window.
+    #[arg(long)]
+    pub window_frames: Option<u32>,
+    /// Target share of normal windows over the warning threshold.
+    #[arg(long)]
+    pub false_alarm_rate: Option<f64>,
+    /// Capture time per epoch, ms.
+    #[arg(long)]
+    pub epoch_ms: Option<u64>,
+    /// Audio per chunk, ms.
+    #[arg(long)]
+    pub chunk_ms: Option<u32>,
+    /// Capture time of the first sample of files and simulated machines (RFC 3339).
+    #[arg(long)]
+    pub start_time: Option<String>,
+}
+
+impl ModelOverrides {
+    pub fn apply(&self, config: &mut Config) -> Result<()> {
+        if let Some(value) = self.learning_s {
+            config.model.learning_s = value;
+        }
+        if let Some(value) = self.window_frames {
+            config.model.window_frames = value;
+        }
+        if let Some(value) = self.false_alarm_rate {
+            config.model.false_alarm_rate = value;
+            config.model.alarm_false_alarm_rate = config.model.alarm_false_alarm_rate.min(value);
+        }
+        if let Some(value) = self.epoch_ms {
+            config.stream.epoch_ms = value;
+        }
+        if let Some(value) = self.chunk_ms {
+            config.stream.chunk_ms = value;
+        }
+        if let Some(value) = &self.start_time {
+            config.stream.start_time = value.clone();
+        }
+        config.validate()?;
+        Ok(())
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// A folder of WAV files (DCASE or MIMII layout, or with a manifest.csv).
+    #[arg(long, required_unless_present = "simulate", conflicts_with = "simulate")]
+    pub input: Option<PathBuf>,
+    /// Simulate this many machines instead (a quarter of them develop a fault).
+    #[arg(long, value_name = "N")]
+    pub simulate: Option<usize>,
+    /// Seconds of audio per simulated machine.
+    #[arg(long, default_value_t = 180.0)]
+    pub duration: f64,
+    /// Seed of the simulator.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Signal-to-noise ratio of simulated machines over factory background, dB.
+    #[arg(long, default_value_t = 6.0)]
+    pub snr: f64,
+    /// Anomaly events as JSON Lines: a file, or - for standard output (the default).
+    #[arg(long, default_value = "-")]
+    pub events: String,
+    /// Root folder of the Parquet archive (none if absent).
+    #[arg(long)]
+    pub archive: Option<PathBuf>,
+    /// Also write the run summary as JSON here.
+    #[arg(long)]
+    pub summary_json: Option<PathBuf>,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    #[command(flatten)]
+    pub overrides: ModelOverrides,
+}
+
+pub fn execute(args: RunArgs, mut config: Config) -> Result<()> {
+    args.overrides.apply(&mut config)?;
+    let mut skipped = Vec::new();
+    let source = match (&args.input, args.simulate) {
+        (Some(dir), _) => {
+            let discovery = discover(dir)?;
+            skipped.extend(discovery.skipped.iter().cloned());
+            for note in &discovery.skipped {
+                eprintln!("skipped: {note}");
+            }
+            if discovery.machines.is_empty() {
+                bail!("{}: no WAV files of any machine found", dir.display());
+            }
+            SourcePlan::Files { machines: discovery.machines }
+        }
+        (None, Some(machines)) => {
+            let spec = FleetSpec { machines, seed: args.seed, snr_db: args.snr, ..FleetSpec::default() };
+            SourcePlan::Simulated { machines: fleet(&spec), duration_s: args.duration }
+        }
+        (None, None) => bail!("give --input DIR or --simulate N"),
+    };
+    let plan = RunPlan {
+        config,
+        source,
+        events: Some(EventTarget::parse(&args.events)),
+        archive_dir: args.archive.clone(),
+    };
+    let started = Instant::now();
+    let reports = run(plan, args.cluster.timely_args()).map_err(anyhow::Error::msg).context("the dataflow failed")?;
+    let totals = RunTotals::new(&reports, skipped, started.elapsed());
+    print_run_summary(&mut std::io::stderr(), &totals, args.archive.as_deref())?;
+    if let Some(path) = &args.summary_json {
+        write_summary_json(path, &reports, &totals)?;
+    }
+    let sink_errors: Vec<&String> = reports.iter().flat_map(|report| &report.sink_errors).collect();
+    if !sink_errors.is_empty() {
+        bail!("{} output error(s); first: {}", sink_errors.len(), sink_errors[0]);
+    }
+    Ok(())
+}
+
+pub fn write_summary_json(path: &std::path::Path, reports: &[WorkerReport], totals: &RunTotals) -> Result<()> {
+    let document = serde_json::json!({ "totals": totals, "workers": reports });
+    let text = serde_json::to_string_pretty(&document).expect("reports are plain data");
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}

@@ -1,0 +1,96 @@
+//! The run summary people read: per machine what was heard and what was flagged, and what
+//! was skipped and why.
+
+use auscult_pipeline::dataflow::{MachineSummary, WorkerReport};
+use serde::Serialize;
+use std::io::{self, Write};
+use std::path::Path;
+use std::time::Duration;
+
+/// The whole run, from every worker of this process.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunTotals {
+    pub machines: Vec<MachineSummary>,
+    pub chunks_read: u64,
+    pub audio_s: f64,
+    pub windows: u64,
+    pub alerts_opened: u64,
+    pub events_written: u64,
+    pub archive_files: usize,
+    pub archive_rows: u64,
+    pub skipped: Vec<String>,
+    pub max_state_bytes: usize,
+    pub wall_s: f64,
+    pub x_real_time: f64,
+}
+
+impl RunTotals {
+    pub fn new(reports: &[WorkerReport], mut skipped: Vec<String>, wall: Duration) -> Self {
+        let mut machines: Vec<MachineSummary> = reports.iter().flat_map(|report| report.machines.iter().cloned()).collect();
+        machines.sort_by(|a, b| a.machine_id.cmp(&b.machine_id));
+        skipped.extend(reports.iter().flat_map(|report| report.skipped.iter().cloned()));
+        let audio_s: f64 = machines.iter().map(|m| m.audio_s).sum();
+        let wall_s = wall.as_secs_f64();
+        Self {
+            chunks_read: reports.iter().map(|r| r.chunks_read).sum(),
+            windows: machines.iter().map(|m| m.windows_learned + m.windows_scored).sum(),
+            alerts_opened: machines.iter().map(|m| m.alerts_opened).sum(),
+            events_written: reports.iter().map(|r| r.events_written).sum(),
+            archive_files: reports.iter().map(|r| r.archive_files).sum(),
+            archive_rows: reports.iter().map(|r| r.archive_rows).sum(),
+            max_state_bytes: machines.iter().map(|m| m.state_bytes).max().unwrap_or(0),
+            x_real_time: if wall_s > 0.0 { audio_s / wall_s } else { 0.0 },
+            machines,
+            audio_s,
+            skipped,
+            wall_s,
+        }
+    }
+}
+
+/// Prints the per-machine table and the totals.
+pub fn print_run_summary(out: &mut impl Write, totals: &RunTotals, archive: Option<&Path>) -> io::Result<()> {
+    writeln!(out, "{:<16} {:<8} {:>8} {:>8} {:>8} {:>7} {:>9}  explained by", "machine", "type", "audio s", "learned", "scored", "alerts", "state KiB")?;
+    for machine in &totals.machines {
+        let bands: Vec<String> = machine
+            .last_alert_bands
+            .iter()
+            .map(|band| format!("{:.0}-{:.0} Hz ({:+.1} sd)", band.low_hz, band.high_hz, band.deviation_sd))
+            .collect();
+        writeln!(
+            out,
+            "{:<16} {:<8} {:>8.1} {:>8} {:>8} {:>7} {:>9.1}  {}",
+            machine.machine_id.as_str(),
+            machine.machine_type.as_str(),
+            machine.audio_s,
+            machine.windows_learned,
+            machine.windows_scored,
+            machine.alerts_opened,
+            machine.state_bytes as f64 / 1024.0,
+            if bands.is_empty() { "-".to_owned() } else { bands.join(", ") }
+        )?;
+    }
+    writeln!(
+        out,
+        "{} machines, {:.1} s of audio in {} chunks, {} windows, {} alerts, {} events; {:.2} s wall, {:.0}x real time; largest machine state {:.1} KiB",
+        totals.machines.len(),
+        totals.audio_s,
+        totals.chunks_read,
+        totals.windows,
+        totals.alerts_opened,
+        totals.events_written,
+        totals.wall_s,
+        totals.x_real_time,
+        totals.max_state_bytes as f64 / 1024.0
+    )?;
+    if let Some(dir) = archive {
+        writeln!(out, "archive: {} rows in {} Parquet files under {}", totals.archive_rows, totals.archive_files, dir.display())?;
+    }
+    if !totals.skipped.is_empty() {
+        writeln!(out, "skipped {} input(s):", totals.skipped.len())?;
+        for line in &totals.skipped {
+            writeln!(out, "  {line}")?;
+        }
+    }
+    Ok(())
+}

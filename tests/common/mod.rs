@@ -1,0 +1,71 @@
+//! Helpers shared by the end-to-end tests: the real binary, the pinned Python venv (pyarrow,
+//! DuckDB, jsonschema, librosa) from `scripts/python-env.sh`, and the shared MIMII clips.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The real MIMII clips beside the repository.
+pub fn mimii() -> PathBuf {
+    repo().join("../shared/data/mimii")
+}
+
+/// The `auscult` binary built for these tests.
+pub fn auscult() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_auscult"));
+    command.env_remove("RUST_LOG");
+    command
+}
+
+/// Runs a command, failing the test with its output if it does not exit 0.
+pub fn run_ok(command: &mut Command) -> Output {
+    let output = command.output().expect("the command starts");
+    assert!(
+        output.status.success(),
+        "{command:?} failed with {}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// The venv's Python: `$AUSCULT_TEST_PYTHON`, or what `scripts/python-env.sh` makes (once).
+pub fn python() -> Command {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    let path = PYTHON.get_or_init(|| {
+        if let Some(path) = std::env::var_os("AUSCULT_TEST_PYTHON") {
+            return PathBuf::from(path);
+        }
+        let output = Command::new("bash").arg(repo().join("scripts/python-env.sh")).output().expect("bash runs");
+        assert!(output.status.success(), "scripts/python-env.sh failed:\n{}", String::from_utf8_lossy(&output.stderr));
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        PathBuf::from(stdout.lines().last().expect("the script prints the python path").trim())
+    });
+    Command::new(path)
+}
+
+/// Runs a Python snippet with arguments; returns its stdout.
+pub fn python_ok(script: &str, args: &[&Path]) -> String {
+    let output = run_ok(python().arg("-c").arg(script).args(args));
+    String::from_utf8(output.stdout).expect("python prints UTF-8")
+}
+
+/// Reads a JSON Lines file.
+pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+    text.lines().map(|line| serde_json::from_str(line).expect("each line is JSON")).collect()
+}
+
+/// Reads a run's `--summary-json`.
+pub fn read_json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+    serde_json::from_str(&text).expect("the summary is JSON")
+}
