@@ -26,7 +26,8 @@ pub struct RunTotals {
 
 impl RunTotals {
     pub fn new(reports: &[WorkerReport], mut skipped: Vec<String>, wall: Duration) -> Self {
-        let mut machines: Vec<MachineSummary> = reports.iter().flat_map(|report| report.machines.iter().cloned()).collect();
+        let mut machines: Vec<MachineSummary> =
+            reports.iter().flat_map(|report| report.machines.iter().cloned()).collect();
         machines.sort_by(|a, b| a.machine_id.cmp(&b.machine_id));
         skipped.extend(reports.iter().flat_map(|report| report.skipped.iter().cloned()));
         let audio_s: f64 = machines.iter().map(|m| m.audio_s).sum();
@@ -50,7 +51,11 @@ impl RunTotals {
 
 /// Prints the per-machine table and the totals.
 pub fn print_run_summary(out: &mut impl Write, totals: &RunTotals, archive: Option<&Path>) -> io::Result<()> {
-    writeln!(out, "{:<16} {:<8} {:>8} {:>8} {:>8} {:>7} {:>9}  explained by", "machine", "type", "audio s", "learned", "scored", "alerts", "state KiB")?;
+    writeln!(
+        out,
+        "{:<16} {:<8} {:>8} {:>8} {:>8} {:>7} {:>9}  explained by",
+        "machine", "type", "audio s", "learned", "scored", "alerts", "state KiB"
+    )?;
     for machine in &totals.machines {
         let bands: Vec<String> = machine
             .last_alert_bands
@@ -84,7 +89,13 @@ pub fn print_run_summary(out: &mut impl Write, totals: &RunTotals, archive: Opti
         totals.max_state_bytes as f64 / 1024.0
     )?;
     if let Some(dir) = archive {
-        writeln!(out, "archive: {} rows in {} Parquet files under {}", totals.archive_rows, totals.archive_files, dir.display())?;
+        writeln!(
+            out,
+            "archive: {} rows in {} Parquet files under {}",
+            totals.archive_rows,
+            totals.archive_files,
+            dir.display()
+        )?;
     }
     if !totals.skipped.is_empty() {
         writeln!(out, "skipped {} input(s):", totals.skipped.len())?;

@@ -22,7 +22,8 @@ print(float(np.abs(ours - ref)[mask].max()), ours.shape[0])
 fn compare(wav: &Path, out: &Path, format: &str, channel: &str, n_fft: usize, n_mels: usize) -> (f64, usize) {
     let n_fft_text = n_fft.to_string();
     let n_mels_text = n_mels.to_string();
-    let args: Vec<&Path> = vec![wav, out, Path::new(format), Path::new(channel), Path::new(&n_fft_text), Path::new(&n_mels_text)];
+    let args: Vec<&Path> =
+        vec![wav, out, Path::new(format), Path::new(channel), Path::new(&n_fft_text), Path::new(&n_mels_text)];
     let printed = python_ok(COMPARE, &args);
     let mut parts = printed.split_whitespace();
     (parts.next().unwrap().parse().unwrap(), parts.next().unwrap().parse().unwrap())
@@ -38,7 +39,13 @@ fn npy_and_csv_match_librosa_on_a_real_clip() {
     assert!(max_error_db <= 0.05, "max error {max_error_db} dB");
     assert_eq!(frames, 311);
     let csv = dir.path().join("pump.csv");
-    run_ok(auscult().arg("features").arg(&wav).args(["--n-fft", "2048", "--n-mels", "64", "--format", "csv", "-o"]).arg(&csv));
+    run_ok(
+        auscult()
+            .arg("features")
+            .arg(&wav)
+            .args(["--n-fft", "2048", "--n-mels", "64", "--format", "csv", "-o"])
+            .arg(&csv),
+    );
     let (max_error_db, _) = compare(&wav, &csv, "csv", "0", 2048, 64);
     assert!(max_error_db <= 0.05, "max error {max_error_db} dB");
 }
@@ -55,7 +62,13 @@ fn channels_of_the_eight_channel_original_are_chosen_or_mixed() {
     }
     // Channel 0 of the original is the shared mono clip, bit for bit: same features.
     let mono = dir.path().join("mono.npy");
-    run_ok(auscult().arg("features").arg(mimii().join("fan/id_00/normal/00000000.wav")).args(["--format", "npy", "-o"]).arg(&mono));
+    run_ok(
+        auscult()
+            .arg("features")
+            .arg(mimii().join("fan/id_00/normal/00000000.wav"))
+            .args(["--format", "npy", "-o"])
+            .arg(&mono),
+    );
     assert_eq!(std::fs::read(&mono).unwrap(), std::fs::read(dir.path().join("fan-0.npy")).unwrap());
 }
 
@@ -63,7 +76,13 @@ fn channels_of_the_eight_channel_original_are_chosen_or_mixed() {
 fn a_channel_that_does_not_exist_is_a_one_line_error() {
     let dir = tempfile::tempdir().unwrap();
     let wav = mimii().join("fan/id_00/normal/00000000.wav");
-    let output = auscult().arg("features").arg(&wav).args(["--channel", "3", "--format", "csv", "-o"]).arg(dir.path().join("x.csv")).output().unwrap();
+    let output = auscult()
+        .arg("features")
+        .arg(&wav)
+        .args(["--channel", "3", "--format", "csv", "-o"])
+        .arg(dir.path().join("x.csv"))
+        .output()
+        .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("00000000.wav") && stderr.contains("channel 3"), "{stderr}");

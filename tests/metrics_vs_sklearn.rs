@@ -44,7 +44,10 @@ for normal, anomalous in json.loads(sys.argv[1]):
         let ours_auc = auc(normal, anomalous).unwrap();
         let ours_pauc = partial_auc(normal, anomalous, 0.1).unwrap();
         assert!((ours_auc - sk_auc).abs() < 1e-12, "AUC {ours_auc} vs sklearn {sk_auc} on {normal:?} / {anomalous:?}");
-        assert!((ours_pauc - sk_pauc).abs() < 1e-12, "pAUC {ours_pauc} vs sklearn {sk_pauc} on {normal:?} / {anomalous:?}");
+        assert!(
+            (ours_pauc - sk_pauc).abs() < 1e-12,
+            "pAUC {ours_pauc} vs sklearn {sk_pauc} on {normal:?} / {anomalous:?}"
+        );
     }
     assert_eq!(reference.lines().count(), sets.len());
 }

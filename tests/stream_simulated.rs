@@ -10,8 +10,17 @@ use std::path::Path;
 fn run_fleet(dir: &Path, workers: usize, machines: usize) -> (Vec<serde_json::Value>, serde_json::Value) {
     let events = dir.join("events.jsonl");
     let summary = dir.join("summary.json");
-    run_ok(auscult().args(["run", "--simulate", &machines.to_string(), "--duration", "150", "--seed", "3", "-w"]).arg(workers.to_string())
-        .arg("--events").arg(&events).arg("--archive").arg(dir.join("archive")).arg("--summary-json").arg(&summary));
+    run_ok(
+        auscult()
+            .args(["run", "--simulate", &machines.to_string(), "--duration", "180", "--seed", "3", "-w"])
+            .arg(workers.to_string())
+            .arg("--events")
+            .arg(&events)
+            .arg("--archive")
+            .arg(dir.join("archive"))
+            .arg("--summary-json")
+            .arg(&summary),
+    );
     (read_jsonl(&events), read_json(&summary))
 }
 
@@ -55,15 +64,9 @@ fn same_events_and_archive_rows_with_one_and_two_workers() {
 }
 
 #[test]
-fn faulty_machines_alert_and_healthy_ones_stay_quiet() {
+fn faulty_machines_alert_after_their_fault_and_healthy_ones_rarely() {
     let dir = tempfile::tempdir().unwrap();
     let (events, summary) = run_fleet(dir.path(), 2, 8);
-    let alerted: BTreeSet<String> = events
-        .iter()
-        .filter(|event| event["kind"] == "opened")
-        .map(|event| event["machine_id"].as_str().unwrap().to_owned())
-        .collect();
-    // FleetSpec's default makes every fourth machine (index 3 and 7) faulty.
     let machines: Vec<String> = summary["totals"]["machines"]
         .as_array()
         .unwrap()
@@ -71,9 +74,33 @@ fn faulty_machines_alert_and_healthy_ones_stay_quiet() {
         .map(|machine| machine["machine_id"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(machines.len(), 8);
-    let faulty: BTreeSet<String> = machines.iter().filter(|id| id.ends_with("-03") || id.ends_with("-07")).cloned().collect();
-    assert_eq!(faulty.len(), 2, "{machines:?}");
-    assert_eq!(alerted, faulty);
+    // FleetSpec's default makes every fourth machine (index 3 and 7) faulty from 100 s on.
+    let fault_onset = "2026-01-01T00:01:40";
+    let mut false_alerts = 0;
+    let mut healthy = 0;
+    for machine in &machines {
+        let opened: Vec<&serde_json::Value> = events
+            .iter()
+            .filter(|event| event["kind"] == "opened" && event["machine_id"] == machine.as_str())
+            .collect();
+        if machine.ends_with("-03") || machine.ends_with("-07") {
+            assert!(
+                opened.iter().any(|event| event["window_start"].as_str().unwrap() >= fault_onset),
+                "{machine} developed a fault at 100 s and raised no alert after it: {opened:?}"
+            );
+        } else {
+            healthy += 1;
+            false_alerts += opened.len();
+        }
+    }
+    // The first model (diagonal Gaussian, 60 s of learning) still raises rare false alerts on
+    // healthy simulated machines whose overall level drifts; more than one per two healthy
+    // machines in two minutes of scoring would be a regression.
+    assert!(false_alerts * 2 <= healthy, "{false_alerts} false alerts on {healthy} healthy machines");
+    // The failing valve's bearing whine is explained by the band that holds its frequency.
+    let valve = events.iter().find(|event| event["machine_id"] == "valve-03" && event["kind"] == "opened").unwrap();
+    let top = &valve["top_bands"][0];
+    assert!(top["deviation_sd"].as_f64().unwrap() > 5.0, "{valve}");
 }
 
 #[test]

@@ -81,7 +81,13 @@ impl ArchiveWriter {
         let level = ZstdLevel::try_new(config.zstd_level)
             .map_err(|error| ArchiveError::BadLevel { level: config.zstd_level, reason: error.to_string() })?;
         std::fs::create_dir_all(&config.dir).map_err(|source| ArchiveError::Io { path: config.dir.clone(), source })?;
-        Ok(Self { properties_compression: Compression::ZSTD(level), config, worker, metadata, stats: ArchiveStats::default() })
+        Ok(Self {
+            properties_compression: Compression::ZSTD(level),
+            config,
+            worker,
+            metadata,
+            stats: ArchiveStats::default(),
+        })
     }
 
     pub fn stats(&self) -> ArchiveStats {
@@ -103,10 +109,18 @@ impl ArchiveWriter {
         let mut committed = Vec::new();
         for ((date, machine_type, n_mels), mut rows) in partitions {
             rows.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
-            let folder = self.config.dir.join(format!("{PARTITION_DATE}={date}")).join(format!("{PARTITION_MACHINE_TYPE}={machine_type}"));
+            let folder = self
+                .config
+                .dir
+                .join(format!("{PARTITION_DATE}={date}"))
+                .join(format!("{PARTITION_MACHINE_TYPE}={machine_type}"));
             std::fs::create_dir_all(&folder).map_err(|source| ArchiveError::Io { path: folder.clone(), source })?;
             // Only a partition holding several band counts needs them in the name.
-            let bands_suffix = if band_counts[&(date.clone(), machine_type.clone())] > 1 { format!("-m{n_mels}") } else { String::new() };
+            let bands_suffix = if band_counts[&(date.clone(), machine_type.clone())] > 1 {
+                format!("-m{n_mels}")
+            } else {
+                String::new()
+            };
             for (index, piece) in rows.chunks(self.config.max_rows_per_file.max(1)).enumerate() {
                 let name = format!("part-{batch_id:012}-w{:03}-{index:03}{bands_suffix}.parquet", self.worker);
                 let file = self.write_file(&folder.join(name), piece, n_mels)?;
@@ -129,18 +143,31 @@ impl ArchiveWriter {
         }
         let bytes = result?;
         std::fs::rename(&temporary, path).map_err(|source| ArchiveError::Io { path: path.to_owned(), source })?;
-        File::open(folder).and_then(|dir| dir.sync_all()).map_err(|source| ArchiveError::Io { path: folder.to_owned(), source })?;
+        File::open(folder)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|source| ArchiveError::Io { path: folder.to_owned(), source })?;
         Ok(CommittedFile { path: path.to_owned(), rows: rows.len(), bytes })
     }
 
-    fn write_temporary(&self, temporary: &Path, path: &Path, rows: &[WindowRecord], n_mels: usize) -> Result<u64, ArchiveError> {
-        let parquet_error = |error: parquet::errors::ParquetError| ArchiveError::Parquet { path: path.to_owned(), reason: error.to_string() };
-        let batch = to_record_batch(rows, n_mels).map_err(|error| ArchiveError::Parquet { path: path.to_owned(), reason: error.to_string() })?;
+    fn write_temporary(
+        &self,
+        temporary: &Path,
+        path: &Path,
+        rows: &[WindowRecord],
+        n_mels: usize,
+    ) -> Result<u64, ArchiveError> {
+        let parquet_error = |error: parquet::errors::ParquetError| ArchiveError::Parquet {
+            path: path.to_owned(),
+            reason: error.to_string(),
+        };
+        let batch = to_record_batch(rows, n_mels)
+            .map_err(|error| ArchiveError::Parquet { path: path.to_owned(), reason: error.to_string() })?;
         let mut rates: Vec<u32> = rows.iter().map(|row| row.sample_rate_hz).collect();
         rates.sort_unstable();
         rates.dedup();
         let rates: Vec<String> = rates.iter().map(u32::to_string).collect();
-        let mut metadata: Vec<KeyValue> = self.metadata.iter().map(|(key, value)| KeyValue::new(key.clone(), value.clone())).collect();
+        let mut metadata: Vec<KeyValue> =
+            self.metadata.iter().map(|(key, value)| KeyValue::new(key.clone(), value.clone())).collect();
         metadata.push(KeyValue::new("auscult.sample_rates_hz".to_owned(), rates.join(",")));
         metadata.push(KeyValue::new("auscult.rows".to_owned(), rows.len().to_string()));
         let properties = WriterProperties::builder()
@@ -163,8 +190,12 @@ fn to_record_batch(rows: &[WindowRecord], n_mels: usize) -> Result<RecordBatch, 
     let schema = Arc::new(archive_schema(n_mels));
     let band_list = |pick: fn(&WindowRecord) -> &Vec<f32>| -> ArrayRef {
         let item = arrow_schema::Field::new("item", arrow_schema::DataType::Float32, false);
-        let mut builder = FixedSizeListBuilder::with_capacity(Float32Builder::with_capacity(rows.len() * n_mels), n_mels as i32, rows.len())
-            .with_field(Arc::new(item));
+        let mut builder = FixedSizeListBuilder::with_capacity(
+            Float32Builder::with_capacity(rows.len() * n_mels),
+            n_mels as i32,
+            rows.len(),
+        )
+        .with_field(Arc::new(item));
         for row in rows {
             builder.values().append_slice(pick(row));
             builder.append(true);
@@ -173,8 +204,13 @@ fn to_record_batch(rows: &[WindowRecord], n_mels: usize) -> Result<RecordBatch, 
     };
     let columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from_iter_values(rows.iter().map(|row| row.machine_id.as_str()))),
-        Arc::new(TimestampMicrosecondArray::from_iter_values(rows.iter().map(|row| row.window_start_us)).with_timezone("UTC")),
-        Arc::new(TimestampMicrosecondArray::from_iter_values(rows.iter().map(|row| row.window_end_us)).with_timezone("UTC")),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(rows.iter().map(|row| row.window_start_us))
+                .with_timezone("UTC"),
+        ),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(rows.iter().map(|row| row.window_end_us)).with_timezone("UTC"),
+        ),
         Arc::new(UInt32Array::from_iter_values(rows.iter().map(|row| row.frame_count))),
         Arc::new(UInt32Array::from_iter_values(rows.iter().map(|row| row.sample_rate_hz))),
         band_list(|row| &row.logmel_mean_db),
@@ -217,8 +253,14 @@ mod tests {
 
     fn read(path: &Path) -> (RecordBatch, std::collections::HashMap<String, String>) {
         let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap()).unwrap();
-        let metadata = builder.metadata().file_metadata().key_value_metadata().unwrap().iter()
-            .map(|kv| (kv.key.clone(), kv.value.clone().unwrap_or_default())).collect();
+        let metadata = builder
+            .metadata()
+            .file_metadata()
+            .key_value_metadata()
+            .unwrap()
+            .iter()
+            .map(|kv| (kv.key.clone(), kv.value.clone().unwrap_or_default()))
+            .collect();
         let batches: Vec<RecordBatch> = builder.build().unwrap().map(|b| b.unwrap()).collect();
         (arrow_select_concat(&batches), metadata)
     }
@@ -241,7 +283,8 @@ mod tests {
             row("fan-0", "fan", DAY_US + 1, Some(9.0)),
         ];
         let files = writer.write_batch(7, rows).unwrap();
-        let names: Vec<String> = files.iter().map(|f| f.path.strip_prefix(dir.path()).unwrap().display().to_string()).collect();
+        let names: Vec<String> =
+            files.iter().map(|f| f.path.strip_prefix(dir.path()).unwrap().display().to_string()).collect();
         assert_eq!(
             names,
             vec![
@@ -254,7 +297,8 @@ mod tests {
         assert_eq!(batch.num_rows(), 3);
         assert!(batch.schema().field_with_name("machine_type").is_err());
         assert!(batch.schema().field_with_name("date").is_err());
-        let ids: Vec<&str> = batch.column(0).as_any().downcast_ref::<StringArray>().unwrap().iter().map(|v| v.unwrap()).collect();
+        let ids: Vec<&str> =
+            batch.column(0).as_any().downcast_ref::<StringArray>().unwrap().iter().map(|v| v.unwrap()).collect();
         assert_eq!(ids, vec!["fan-0", "fan-0", "fan-1"]);
         let starts = batch.column(1).as_any().downcast_ref::<TimestampMicrosecondArray>().unwrap();
         assert_eq!(starts.values().to_vec(), vec![1_000_000, 3_000_000, 2_000_000]);
@@ -279,12 +323,19 @@ mod tests {
         assert_eq!(first.iter().map(|f| f.rows).collect::<Vec<_>>(), vec![2, 2, 1]);
         let contents: Vec<Vec<u8>> = first.iter().map(|f| std::fs::read(&f.path).unwrap()).collect();
         let again = writer.write_batch(3, rows).unwrap();
-        assert_eq!(again.iter().map(|f| f.path.clone()).collect::<Vec<_>>(), first.iter().map(|f| f.path.clone()).collect::<Vec<_>>());
+        assert_eq!(
+            again.iter().map(|f| f.path.clone()).collect::<Vec<_>>(),
+            first.iter().map(|f| f.path.clone()).collect::<Vec<_>>()
+        );
         for (file, content) in again.iter().zip(&contents) {
             assert_eq!(&std::fs::read(&file.path).unwrap(), content);
         }
         let folder = first[0].path.parent().unwrap();
-        let leftovers: Vec<_> = std::fs::read_dir(folder).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().ends_with(".tmp")).collect();
+        let leftovers: Vec<_> = std::fs::read_dir(folder)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
         assert!(leftovers.is_empty());
         assert!(writer.write_batch(4, Vec::new()).unwrap().is_empty());
     }

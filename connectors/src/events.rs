@@ -122,7 +122,8 @@ mod tests {
 
     #[test]
     fn an_unwritable_path_is_named_in_the_error() {
-        let error = JsonLinesWriter::open(&EventTarget::File(PathBuf::from("/proc/no/such/events.jsonl"))).err().unwrap();
+        let error =
+            JsonLinesWriter::open(&EventTarget::File(PathBuf::from("/proc/no/such/events.jsonl"))).err().unwrap();
         assert!(error.to_string().contains("/proc/no/such/events.jsonl"), "{error}");
     }
 }

@@ -19,6 +19,10 @@ pub const MACHINE_TYPES: [&str; 4] = ["fan", "pump", "slider", "valve"];
 const BLOCK: u64 = 256;
 /// RMS level of a machine's own sound in the output (full scale is 1.0).
 const MACHINE_RMS: f64 = 0.06;
+/// Time constant of the pitch and level wander, in blocks (about 2 s at 16 kHz).
+const WANDER_BLOCKS: f64 = 125.0;
+/// Standard deviation of the level wander (3 %).
+const LEVEL_WANDER: f64 = 0.03;
 /// Seconds rendered to measure a machine's and its background's power at construction.
 const CALIBRATION_S: f64 = 2.0;
 
@@ -83,7 +87,16 @@ impl BandPass {
         let omega = std::f64::consts::TAU * (centre_hz / rate).min(0.49);
         let alpha = omega.sin() / (2.0 * q);
         let a0 = 1.0 + alpha;
-        Self { b0: alpha / a0, b2: -alpha / a0, a1: -2.0 * omega.cos() / a0, a2: (1.0 - alpha) / a0, x1: 0.0, x2: 0.0, y1: 0.0, y2: 0.0 }
+        Self {
+            b0: alpha / a0,
+            b2: -alpha / a0,
+            a1: -2.0 * omega.cos() / a0,
+            a2: (1.0 - alpha) / a0,
+            x1: 0.0,
+            x2: 0.0,
+            y1: 0.0,
+            y2: 0.0,
+        }
     }
     fn band(low_hz: f64, high_hz: f64, rate: f64) -> Self {
         let centre = (low_hz * high_hz).sqrt();
@@ -209,13 +222,29 @@ struct Voice {
 impl Voice {
     fn new(machine_type: &str, rng: &mut Rng) -> Self {
         let (fundamental_hz, harmonics, noise_bands, stroke_period_s, click_rate_hz) = match machine_type {
-            "fan" => (rng.range(90.0, 280.0), 6, vec![(rng.range(300.0, 700.0), 1.2, 1.0), (rng.range(1_500.0, 3_500.0), 0.8, 0.6)], 0.0, 0.0),
+            "fan" => (
+                rng.range(90.0, 280.0),
+                6,
+                vec![(rng.range(300.0, 700.0), 1.2, 1.0), (rng.range(1_500.0, 3_500.0), 0.8, 0.6)],
+                0.0,
+                0.0,
+            ),
             "pump" => (rng.range(45.0, 62.0), 10, vec![(rng.range(250.0, 900.0), 1.5, 0.7)], 0.0, 0.0),
-            "slider" => (rng.range(95.0, 125.0), 3, vec![(rng.range(1_000.0, 3_000.0), 2.0, 0.3)], rng.range(0.7, 1.6), 0.0),
+            "slider" => {
+                (rng.range(95.0, 125.0), 3, vec![(rng.range(1_000.0, 3_000.0), 2.0, 0.3)], rng.range(0.7, 1.6), 0.0)
+            }
             _ => (rng.range(48.0, 62.0), 2, vec![(rng.range(200.0, 600.0), 1.0, 0.4)], 0.0, rng.range(0.8, 2.5)),
         };
-        let harmonic_levels = (1..=harmonics).map(|k| rng.range(0.4, 1.0) / f64::from(k).powf(rng.range(0.6, 1.2))).collect();
-        Self { fundamental_hz, harmonic_levels, noise_bands, stroke_period_s, click_rate_hz, wander: rng.range(0.003, 0.012) }
+        let harmonic_levels =
+            (1..=harmonics).map(|k| rng.range(0.4, 1.0) / f64::from(k).powf(rng.range(0.6, 1.2))).collect();
+        Self {
+            fundamental_hz,
+            harmonic_levels,
+            noise_bands,
+            stroke_period_s,
+            click_rate_hz,
+            wander: rng.range(0.003, 0.012),
+        }
     }
 }
 
@@ -236,6 +265,8 @@ pub struct SimulatedMachine {
     fault_filter: BandPass,
     pitch: f64,
     level: f64,
+    pitch_state: f64,
+    level_state: f64,
     event_envelope: f64,
     next_event_s: f64,
     machine_gain: f64,
@@ -249,7 +280,8 @@ impl SimulatedMachine {
         let rate = f64::from(spec.sample_rate_hz.max(1_000));
         let mut voice_rng = Rng::new(mix_seed(&[spec.seed, name_seed(spec.machine_id.as_str())]));
         let voice = Voice::new(spec.machine_type.as_str(), &mut voice_rng);
-        let fault_band = spec.fault.as_ref().map(|(fault, _)| fault.band_hz(voice.fundamental_hz)).unwrap_or((1_000.0, 1_200.0));
+        let fault_band =
+            spec.fault.as_ref().map(|(fault, _)| fault.band_hz(voice.fundamental_hz)).unwrap_or((1_000.0, 1_200.0));
         let mut machine = Self {
             harmonics: (0..voice.harmonic_levels.len()).map(|k| Oscillator::new(k as f64)).collect(),
             noise_filters: voice.noise_bands.iter().map(|&(centre, q, _)| BandPass::new(centre, q, rate)).collect(),
@@ -261,6 +293,8 @@ impl SimulatedMachine {
             rng: Rng::new(mix_seed(&[spec.seed, name_seed(spec.machine_id.as_str()), spec.take, 1])),
             pitch: 1.0,
             level: 1.0,
+            pitch_state: 0.0,
+            level_state: 0.0,
             event_envelope: 0.0,
             next_event_s: 0.0,
             machine_gain: 1.0,
@@ -328,6 +362,8 @@ impl SimulatedMachine {
             fault_filter: self.fault_filter.clone(),
             pitch: 1.0,
             level: 1.0,
+            pitch_state: 0.0,
+            level_state: 0.0,
             event_envelope: 0.0,
             next_event_s: 0.0,
             machine_gain: 1.0,
@@ -341,10 +377,14 @@ impl SimulatedMachine {
     #[inline]
     fn parts(&mut self, fault_on: bool) -> (f64, f64, f64) {
         if self.samples_done % BLOCK == 0 {
-            // Slow random walks of pitch and level, bounded.
-            let wander = self.voice.wander;
-            self.pitch = (self.pitch + wander * 0.05 * self.rng.normal()).clamp(1.0 - 4.0 * wander, 1.0 + 4.0 * wander);
-            self.level = (self.level + 0.004 * self.rng.normal()).clamp(0.85, 1.15);
+            // Pitch and level wander as stationary Ornstein-Uhlenbeck processes: a healthy
+            // machine varies, but its first minute already shows how much.
+            let keep = 1.0 - 1.0 / WANDER_BLOCKS;
+            let push = (2.0 / WANDER_BLOCKS).sqrt();
+            self.pitch_state = keep * self.pitch_state + push * self.rng.normal();
+            self.level_state = keep * self.level_state + push * self.rng.normal();
+            self.pitch = 1.0 + self.voice.wander * self.pitch_state;
+            self.level = 1.0 + LEVEL_WANDER * self.level_state;
             let clog = fault_on && matches!(self.spec.fault, Some((Fault::Clog, _)));
             let fundamental = self.voice.fundamental_hz * self.pitch * if clog { 0.96 } else { 1.0 };
             for (k, oscillator) in self.harmonics.iter_mut().enumerate() {
@@ -352,7 +392,9 @@ impl SimulatedMachine {
             }
             self.hum.set_frequency(50.0, self.rate);
             let fault_freq = match &self.spec.fault {
-                Some((Fault::BearingWhine { freq_hz }, _)) => freq_hz * (1.0 + 0.004 * (self.samples_done as f64 / self.rate * 3.0).sin()),
+                Some((Fault::BearingWhine { freq_hz }, _)) => {
+                    freq_hz * (1.0 + 0.004 * (self.samples_done as f64 / self.rate * 3.0).sin())
+                }
                 Some((Fault::Clog, _)) => fundamental * 0.5,
                 _ => fundamental,
             };
@@ -412,7 +454,8 @@ impl SimulatedMachine {
     /// Fills `out` with the next samples (full scale 1.0).
     pub fn render(&mut self, out: &mut [f32]) {
         for sample in out.iter_mut() {
-            let fault_on = self.spec.fault.as_ref().is_some_and(|(_, onset_s)| self.samples_done as f64 >= onset_s * self.rate);
+            let fault_on =
+                self.spec.fault.as_ref().is_some_and(|(_, onset_s)| self.samples_done as f64 >= onset_s * self.rate);
             let (machine, background, fault) = self.parts(fault_on);
             let value = self.machine_gain * machine + self.background_gain * background + self.fault_gain * fault;
             *sample = value.clamp(-1.0, 1.0) as f32;
@@ -421,7 +464,8 @@ impl SimulatedMachine {
 
     /// The next `frames` samples as a 16-bit mono chunk; capture time runs on from `start_time_us`.
     pub fn next_chunk(&mut self, frames: usize, start_time_us: i64) -> AudioChunk {
-        let capture_start_us = start_time_us + auscult_schemas::time::samples_to_us(self.samples_done, self.spec.sample_rate_hz);
+        let capture_start_us =
+            start_time_us + auscult_schemas::time::samples_to_us(self.samples_done, self.spec.sample_rate_hz);
         let mut samples = vec![0.0f32; frames];
         self.render(&mut samples);
         let payload = samples.iter().flat_map(|&s| ((s * 32_767.0).round() as i16).to_le_bytes()).collect();
@@ -456,7 +500,15 @@ pub struct FleetSpec {
 
 impl Default for FleetSpec {
     fn default() -> Self {
-        Self { machines: 8, seed: 1, sample_rate_hz: 16_000, snr_db: 6.0, faulty_every: 4, fault_onset_s: 100.0, fault_severity: 0.8 }
+        Self {
+            machines: 8,
+            seed: 1,
+            sample_rate_hz: 16_000,
+            snr_db: 6.0,
+            faulty_every: 4,
+            fault_onset_s: 100.0,
+            fault_severity: 0.8,
+        }
     }
 }
 
@@ -467,7 +519,8 @@ pub fn fleet(spec: &FleetSpec) -> Vec<SimulatedMachineSpec> {
         .map(|index| {
             let machine_type = MACHINE_TYPES[(index + index / MACHINE_TYPES.len()) % MACHINE_TYPES.len()];
             let faulty = spec.faulty_every > 0 && index % spec.faulty_every == spec.faulty_every - 1;
-            let fault = faulty.then(|| (Fault::pick(machine_type, mix_seed(&[spec.seed, index as u64, 7])), spec.fault_onset_s));
+            let fault = faulty
+                .then(|| (Fault::pick(machine_type, mix_seed(&[spec.seed, index as u64, 7])), spec.fault_onset_s));
             SimulatedMachineSpec {
                 machine_id: MachineId::new(format!("{machine_type}-{index:02}")).expect("generated ids are valid"),
                 machine_type: MachineType::new(machine_type).expect("known types are valid"),
@@ -551,7 +604,11 @@ pub fn write_corpus(dir: &Path, spec: &CorpusSpec) -> Result<CorpusSummary, Simu
                 fault: None,
                 fault_severity: 0.0,
             };
-            let clips = [("train", "normal", spec.train_clips), ("test", "normal", spec.test_normal_clips), ("test", "anomaly", spec.test_anomaly_clips)];
+            let clips = [
+                ("train", "normal", spec.train_clips),
+                ("test", "normal", spec.test_normal_clips),
+                ("test", "anomaly", spec.test_anomaly_clips),
+            ];
             let mut take = 0u64;
             for (split, label, count) in clips {
                 for clip in 0..count {
@@ -579,7 +636,12 @@ fn write_clip(path: &Path, mut machine: SimulatedMachine, frames: usize) -> Resu
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| error(e.to_string()))?;
     }
-    let wav_spec = hound::WavSpec { channels: 1, sample_rate: machine.spec.sample_rate_hz, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let wav_spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: machine.spec.sample_rate_hz,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
     let mut writer = hound::WavWriter::create(path, wav_spec).map_err(|e| error(e.to_string()))?;
     let mut samples = vec![0.0f32; frames];
     machine.render(&mut samples);
@@ -680,7 +742,15 @@ mod tests {
     #[test]
     fn a_corpus_has_the_dcase_layout_and_is_reproducible() {
         let dir = tempfile::tempdir().unwrap();
-        let corpus = CorpusSpec { types: vec!["valve".to_owned()], ids_per_type: 2, train_clips: 2, test_normal_clips: 1, test_anomaly_clips: 1, clip_s: 0.5, ..CorpusSpec::default() };
+        let corpus = CorpusSpec {
+            types: vec!["valve".to_owned()],
+            ids_per_type: 2,
+            train_clips: 2,
+            test_normal_clips: 1,
+            test_anomaly_clips: 1,
+            clip_s: 0.5,
+            ..CorpusSpec::default()
+        };
         let summary = write_corpus(dir.path(), &corpus).unwrap();
         assert_eq!(summary.files, 8);
         let train = dir.path().join("valve/train/normal_id_02_00000001.wav");
@@ -688,7 +758,10 @@ mod tests {
         assert!(train.is_file() && anomaly.is_file());
         let again = tempfile::tempdir().unwrap();
         write_corpus(again.path(), &corpus).unwrap();
-        assert_eq!(std::fs::read(&anomaly).unwrap(), std::fs::read(again.path().join("valve/test/anomaly_id_00_00000000.wav")).unwrap());
+        assert_eq!(
+            std::fs::read(&anomaly).unwrap(),
+            std::fs::read(again.path().join("valve/test/anomaly_id_00_00000000.wav")).unwrap()
+        );
         let reader = hound::WavReader::open(&train).unwrap();
         assert_eq!(reader.duration(), 8_000);
     }

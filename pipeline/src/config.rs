@@ -39,7 +39,14 @@ pub struct FeatureConfig {
 
 impl Default for FeatureConfig {
     fn default() -> Self {
-        Self { n_fft: 1024, hop_length: 512, n_mels: 128, fmin_hz: 0.0, fmax_hz: None, channel: ChannelSelection::First }
+        Self {
+            n_fft: 1024,
+            hop_length: 512,
+            n_mels: 128,
+            fmin_hz: 0.0,
+            fmax_hz: None,
+            channel: ChannelSelection::First,
+        }
     }
 }
 
@@ -73,6 +80,9 @@ pub struct ModelConfig {
     pub min_std_db: f64,
     /// Most learning windows kept to calibrate the threshold (bounds memory per machine).
     pub calibration_windows_max: usize,
+    /// Calibration scores each learning window without itself and this many neighbours on
+    /// either side (neighbouring windows are alike; 2 holds out about 5 s).
+    pub calibration_holdout_radius: usize,
     /// Whether the profile keeps following slow changes of normal sound after learning.
     pub adapt: bool,
     /// Windows over which adaptation forgets (an exponential memory of about an hour of 1 s windows).
@@ -92,6 +102,7 @@ impl Default for ModelConfig {
             alarm_false_alarm_rate: 1e-5,
             min_std_db: 0.25,
             calibration_windows_max: 128,
+            calibration_holdout_radius: 2,
             adapt: true,
             adapt_span_windows: 3600.0,
             adapt_below_fraction: 0.5,
@@ -173,8 +184,10 @@ impl Config {
     pub fn from_toml_file(path: &std::path::Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
-        let config: Config = toml::from_str(&text)
-            .map_err(|error| ConfigError::Parse { path: path.display().to_string(), reason: error.message().to_owned() })?;
+        let config: Config = toml::from_str(&text).map_err(|error| ConfigError::Parse {
+            path: path.display().to_string(),
+            reason: error.message().to_owned(),
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -187,7 +200,11 @@ impl Config {
             return invalid("model.false_alarm_rate", model.false_alarm_rate.to_string(), "must be in (0, 0.5)");
         }
         if !(model.alarm_false_alarm_rate > 0.0 && model.alarm_false_alarm_rate <= model.false_alarm_rate) {
-            return invalid("model.alarm_false_alarm_rate", model.alarm_false_alarm_rate.to_string(), "must be in (0, false_alarm_rate]");
+            return invalid(
+                "model.alarm_false_alarm_rate",
+                model.alarm_false_alarm_rate.to_string(),
+                "must be in (0, false_alarm_rate]",
+            );
         }
         if model.window_frames == 0 {
             return invalid("model.window_frames", "0".to_owned(), "must be at least 1");
@@ -196,7 +213,11 @@ impl Config {
             return invalid("model.learning_s", model.learning_s.to_string(), "must be a positive number of seconds");
         }
         if model.calibration_windows_max < 8 {
-            return invalid("model.calibration_windows_max", model.calibration_windows_max.to_string(), "must be at least 8");
+            return invalid(
+                "model.calibration_windows_max",
+                model.calibration_windows_max.to_string(),
+                "must be at least 8",
+            );
         }
         let alerts = &self.alerts;
         if alerts.open_k == 0 || alerts.open_k > alerts.open_n || alerts.close_m == 0 {
@@ -206,7 +227,11 @@ impl Config {
             return invalid("stream", format!("{:?}", self.stream), "chunk_ms and epoch_ms must be positive");
         }
         if auscult_schemas::time::parse_rfc3339(&self.stream.start_time).is_none() {
-            return invalid("stream.start_time", self.stream.start_time.clone(), "must be RFC 3339, e.g. 2026-01-01T00:00:00Z");
+            return invalid(
+                "stream.start_time",
+                self.stream.start_time.clone(),
+                "must be RFC 3339, e.g. 2026-01-01T00:00:00Z",
+            );
         }
         Ok(())
     }

@@ -100,7 +100,6 @@ pub fn run(plan: RunPlan, timely_args: Vec<String>) -> Result<Vec<WorkerReport>,
 #[derive(Default)]
 struct WorkerState {
     monitors: HashMap<MachineId, MachineMonitor>,
-    last_alert_bands: HashMap<MachineId, Vec<BandDeviation>>,
     report: WorkerReport,
 }
 
@@ -133,7 +132,8 @@ fn run_worker(worker: &mut Worker, plan: &RunPlan) -> WorkerReport {
                             let Some(capability) = capability.retain_least(output.output_index()) else {
                                 return;
                             };
-                            let (_, chunks) = stash.entry(*capability.time()).or_insert_with(|| (capability, Vec::new()));
+                            let (_, chunks) =
+                                stash.entry(*capability.time()).or_insert_with(|| (capability, Vec::new()));
                             data.for_each(|container| chunks.append(container));
                         });
                         while let Some(entry) = stash.first_entry() {
@@ -214,12 +214,10 @@ fn run_worker(worker: &mut Worker, plan: &RunPlan) -> WorkerReport {
                     (&a.window_start, &a.machine_id, a.kind).cmp(&(&b.window_start, &b.machine_id, b.kind))
                 });
                 let mut state = state.borrow_mut();
-                for event in &events {
-                    state.last_alert_bands.insert(event.machine_id.clone(), event.top_bands.clone());
-                }
                 match event_writer.as_mut() {
                     Some(Ok(writer)) => {
-                        let written = events.iter().try_for_each(|event| writer.write(event)).and_then(|()| writer.flush());
+                        let written =
+                            events.iter().try_for_each(|event| writer.write(event)).and_then(|()| writer.flush());
                         match written {
                             Ok(()) => state.report.events_written += events.len() as u64,
                             Err(error) => state.report.sink_errors.push(error.to_string()),
@@ -292,7 +290,7 @@ fn run_worker(worker: &mut Worker, plan: &RunPlan) -> WorkerReport {
     while worker.step_or_park(None) {}
 
     let mut state = state.borrow_mut();
-    let WorkerState { monitors, last_alert_bands, report } = &mut *state;
+    let WorkerState { monitors, report } = &mut *state;
     let mut machines: Vec<MachineSummary> = monitors
         .values()
         .map(|monitor| {
@@ -310,7 +308,7 @@ fn run_worker(worker: &mut Worker, plan: &RunPlan) -> WorkerReport {
                 duplicates: stats.duplicates,
                 warning_threshold: monitor.thresholds().map(|(warning, _)| warning),
                 state_bytes: monitor.heap_bytes(),
-                last_alert_bands: last_alert_bands.get(monitor.machine_id()).cloned().unwrap_or_default(),
+                last_alert_bands: monitor.last_alert_bands().to_vec(),
             }
         })
         .collect();
@@ -347,7 +345,12 @@ fn monitor_epoch(config: &Config, state: &mut WorkerState, mut chunks: Vec<Audio
     windows.chain(made.events.into_iter().map(PipelineRecord::Event)).collect()
 }
 
-fn commit_batch(writer: &mut Result<ArchiveWriter, impl std::fmt::Display>, first_epoch: u64, batch: &mut Vec<WindowRecord>, state: &Rc<RefCell<WorkerState>>) {
+fn commit_batch(
+    writer: &mut Result<ArchiveWriter, impl std::fmt::Display>,
+    first_epoch: u64,
+    batch: &mut Vec<WindowRecord>,
+    state: &Rc<RefCell<WorkerState>>,
+) {
     let rows = std::mem::take(batch);
     let mut state = state.borrow_mut();
     match writer {

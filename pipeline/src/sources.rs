@@ -67,7 +67,9 @@ impl MachineStream {
     /// The next chunk, an error about one input (the stream goes on), or `None` at the end.
     pub fn next_chunk(&mut self) -> Option<Result<AudioChunk, SourceError>> {
         match self {
-            MachineStream::File(reader) => reader.next_chunk().map(|item| item.map_err(|error| Box::new(error) as SourceError)),
+            MachineStream::File(reader) => {
+                reader.next_chunk().map(|item| item.map_err(|error| Box::new(error) as SourceError))
+            }
             MachineStream::Simulated { machine, chunk_frames, frames_left, start_time_us } => {
                 if *frames_left == 0 {
                     return None;

@@ -64,7 +64,10 @@ pub fn execute(args: EvalArgs, mut config: Config) -> Result<()> {
             Err(error) => eprintln!("not evaluated: {error}"),
         }
     }
-    println!("{:<8} {:<16} {:>6} {:>6} {:>6} {:>7} {:>7} {:>6} {:>6} {:>6}", "type", "machine", "train", "test", "AUC", "pAUC", "thresh", "FAR", "recall", "F1");
+    println!(
+        "{:<8} {:<16} {:>6} {:>6} {:>6} {:>7} {:>7} {:>6} {:>6} {:>6}",
+        "type", "machine", "train", "test", "AUC", "pAUC", "thresh", "FAR", "recall", "F1"
+    );
     let mut by_type: BTreeMap<String, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
     for row in &rows {
         println!(
@@ -103,10 +106,24 @@ pub fn execute(args: EvalArgs, mut config: Config) -> Result<()> {
     println!("{:<25} {:>7} {:>7} {:>9} {:>9}", "", "AUC", "pAUC", "hmean AUC", "hmean pAUC");
     let mut per_type = serde_json::Map::new();
     for (machine_type, (aucs, paucs)) in &by_type {
-        println!("{:<25} {:>7} {:>7} {:>9} {:>9}", format!("mean {machine_type}"), fmt(mean(aucs)), fmt(mean(paucs)), fmt(harmonic_mean(aucs)), fmt(harmonic_mean(paucs)));
+        println!(
+            "{:<25} {:>7} {:>7} {:>9} {:>9}",
+            format!("mean {machine_type}"),
+            fmt(mean(aucs)),
+            fmt(mean(paucs)),
+            fmt(harmonic_mean(aucs)),
+            fmt(harmonic_mean(paucs))
+        );
         per_type.insert(machine_type.clone(), json!({"auc": mean(aucs), "pauc": mean(paucs), "hmean_auc": harmonic_mean(aucs), "hmean_pauc": harmonic_mean(paucs)}));
     }
-    println!("{:<25} {:>7} {:>7} {:>9} {:>9}", "mean (all machines)", fmt(mean(&all_auc)), fmt(mean(&all_pauc)), fmt(harmonic_mean(&all_auc)), fmt(harmonic_mean(&all_pauc)));
+    println!(
+        "{:<25} {:>7} {:>7} {:>9} {:>9}",
+        "mean (all machines)",
+        fmt(mean(&all_auc)),
+        fmt(mean(&all_pauc)),
+        fmt(harmonic_mean(&all_auc)),
+        fmt(harmonic_mean(&all_pauc))
+    );
     println!("{} machines in {elapsed_s:.2} s", rows.len());
     if let Some(path) = &args.json {
         let document = json!({

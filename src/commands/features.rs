@@ -60,7 +60,8 @@ pub fn execute(args: FeaturesArgs, mut config: Config) -> Result<()> {
     let mut reader = WavChunkReader::open(&args.file)?;
     let info = reader.info();
     let settings = features.settings_for(info.sample_rate_hz);
-    let mut extractor = LogMelExtractor::new(settings).with_context(|| format!("{}: bad feature settings", args.file.display()))?;
+    let mut extractor =
+        LogMelExtractor::new(settings).with_context(|| format!("{}: bad feature settings", args.file.display()))?;
     let mut samples = Vec::new();
     let mut matrix = Vec::new();
     while let Some(payload) = reader.next_payload(READ_FRAMES)? {
@@ -78,7 +79,8 @@ pub fn execute(args: FeaturesArgs, mut config: Config) -> Result<()> {
     let mut out: Box<dyn Write> = if to_stdout {
         Box::new(BufWriter::new(std::io::stdout()))
     } else {
-        let file = std::fs::File::create(&args.output).with_context(|| format!("cannot create {}", args.output.display()))?;
+        let file =
+            std::fs::File::create(&args.output).with_context(|| format!("cannot create {}", args.output.display()))?;
         Box::new(BufWriter::new(file))
     };
     match args.format {

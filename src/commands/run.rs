@@ -145,12 +145,8 @@ pub fn execute(args: RunArgs, mut config: Config) -> Result<()> {
         }
         (None, None) => bail!("give --input DIR or --simulate N"),
     };
-    let plan = RunPlan {
-        config,
-        source,
-        events: Some(EventTarget::parse(&args.events)),
-        archive_dir: args.archive.clone(),
-    };
+    let plan =
+        RunPlan { config, source, events: Some(EventTarget::parse(&args.events)), archive_dir: args.archive.clone() };
     let started = Instant::now();
     let reports = run(plan, args.cluster.timely_args()).map_err(anyhow::Error::msg).context("the dataflow failed")?;
     let totals = RunTotals::new(&reports, skipped, started.elapsed());

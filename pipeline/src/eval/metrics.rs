@@ -63,7 +63,8 @@ pub fn partial_auc(normal_scores: &[f64], anomalous_scores: &[f64], max_fpr: f64
         if x0 >= max_fpr {
             break;
         }
-        let (x_end, y_end) = if x1 > max_fpr { (max_fpr, y0 + (y1 - y0) * (max_fpr - x0) / (x1 - x0)) } else { (x1, y1) };
+        let (x_end, y_end) =
+            if x1 > max_fpr { (max_fpr, y0 + (y1 - y0) * (max_fpr - x0) / (x1 - x0)) } else { (x1, y1) };
         area += (x_end - x0) * (y0 + y_end) / 2.0;
     }
     let min_area = 0.5 * max_fpr * max_fpr;

@@ -48,7 +48,8 @@ pub fn split_corpus(files: &[LabelledFile]) -> Vec<MachineClips> {
             files.sort_by(|a, b| a.path.cmp(&b.path));
             let mut train = Vec::new();
             let mut test = Vec::new();
-            let unsplit_anomalous = files.iter().filter(|f| f.split == Split::Unsplit && f.label == Label::Anomalous).count();
+            let unsplit_anomalous =
+                files.iter().filter(|f| f.split == Split::Unsplit && f.label == Label::Anomalous).count();
             let mut unsplit_normals_for_test = unsplit_anomalous;
             for file in files {
                 let anomalous = file.label == Label::Anomalous;

@@ -102,7 +102,10 @@ mod tests {
     #[test]
     fn two_of_three_open_and_three_quiet_close() {
         let events = run(&[0.5, 2.0, 0.5, 2.0, 2.0, 0.5, 0.5, 0.5, 0.5]);
-        assert_eq!(events, vec![(3, EventKind::Opened, AlertLevel::Warning), (7, EventKind::Closed, AlertLevel::Warning)]);
+        assert_eq!(
+            events,
+            vec![(3, EventKind::Opened, AlertLevel::Warning), (7, EventKind::Closed, AlertLevel::Warning)]
+        );
     }
 
     #[test]
@@ -121,6 +124,9 @@ mod tests {
     #[test]
     fn a_window_over_the_threshold_restarts_the_quiet_count() {
         let events = run(&[2.0, 2.0, 0.5, 0.5, 2.0, 0.5, 0.5, 0.5]);
-        assert_eq!(events, vec![(1, EventKind::Opened, AlertLevel::Warning), (7, EventKind::Closed, AlertLevel::Warning)]);
+        assert_eq!(
+            events,
+            vec![(1, EventKind::Opened, AlertLevel::Warning), (7, EventKind::Closed, AlertLevel::Warning)]
+        );
     }
 }

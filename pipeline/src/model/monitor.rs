@@ -74,6 +74,7 @@ pub struct MachineMonitor {
     learned_audio_s: f64,
     alert: AlertTracker,
     stats: MonitorStats,
+    last_alert_bands: Vec<BandDeviation>,
     samples: Vec<f32>,
     features: Vec<f64>,
 }
@@ -97,6 +98,7 @@ impl MachineMonitor {
             learned_audio_s: 0.0,
             alert: AlertTracker::new(config.alerts.clone()),
             stats: MonitorStats::default(),
+            last_alert_bands: Vec::new(),
             samples: Vec::new(),
             features: Vec::with_capacity(dimensions),
             config: config.clone(),
@@ -113,6 +115,11 @@ impl MachineMonitor {
 
     pub fn stats(&self) -> MonitorStats {
         self.stats
+    }
+
+    /// The bands that explained the most recent alert event.
+    pub fn last_alert_bands(&self) -> &[BandDeviation] {
+        &self.last_alert_bands
     }
 
     /// Seconds of audio the profile learned from.
@@ -152,7 +159,7 @@ impl MachineMonitor {
                 return false;
             }
             let model = &self.config.model;
-            let scores = sample.leave_one_out_scores(moments, model.min_std_db);
+            let scores = sample.held_out_scores(moments, model.min_std_db, model.calibration_holdout_radius);
             self.phase = Phase::Scoring {
                 profile: NormalProfile::from_moments(moments, model.min_std_db),
                 warning_threshold: calibrate(&scores, model.false_alarm_rate),
@@ -188,8 +195,18 @@ impl MachineMonitor {
             None => false,
         };
         self.samples.clear();
-        decode_to_mono(&chunk.payload, chunk.sample_format, chunk.channels, self.config.features.channel, &mut self.samples)
-            .map_err(|source| MonitorError::Decode { machine: self.machine_id.clone(), sequence: chunk.sequence, source })?;
+        decode_to_mono(
+            &chunk.payload,
+            chunk.sample_format,
+            chunk.channels,
+            self.config.features.channel,
+            &mut self.samples,
+        )
+        .map_err(|source| MonitorError::Decode {
+            machine: self.machine_id.clone(),
+            sequence: chunk.sequence,
+            source,
+        })?;
         if self.extractor.is_none() {
             let settings = self.config.features.settings_for(chunk.sample_rate_hz);
             let extractor = LogMelExtractor::new(settings).map_err(|source| MonitorError::Features {
@@ -282,6 +299,7 @@ impl MachineMonitor {
                     };
                     let extractor = self.extractor.as_ref().expect("windows come from the extractor");
                     let top_bands = top_bands(profile, &features, extractor, model.top_bands);
+                    self.last_alert_bands.clone_from(&top_bands);
                     out.events.push(AnomalyEvent {
                         schema: EVENT_SCHEMA_ID.to_owned(),
                         event_id: event_id(&self.machine_id, transition.kind, transition.level, window_start_us),

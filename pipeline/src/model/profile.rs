@@ -34,17 +34,6 @@ impl RunningMoments {
             *m2 += delta * (value - *mean);
         }
     }
-
-    /// Mean and sample variance without one of the vectors added (leave one out).
-    fn without(&self, values: &[f64], mean_out: &mut [f64], variance_out: &mut [f64]) {
-        let count = self.count as f64;
-        for (index, &value) in values.iter().enumerate() {
-            let mean_loo = (count * self.mean[index] - value) / (count - 1.0);
-            let m2_loo = (self.m2[index] - (value - self.mean[index]) * (value - mean_loo)).max(0.0);
-            mean_out[index] = mean_loo;
-            variance_out[index] = m2_loo / (count - 2.0).max(1.0);
-        }
-    }
 }
 
 /// A learned profile: per-feature mean and standard deviation.
@@ -135,17 +124,46 @@ impl CalibrationSample {
         self.seen += 1;
     }
 
-    /// Leave-one-out scores of the kept windows against `moments` (which include them all).
-    pub fn leave_one_out_scores(&self, moments: &RunningMoments, min_std: f64) -> Vec<f64> {
+    /// Held-out scores of the kept windows against `moments` (which include them all): each
+    /// window is scored against the moments without it and without its `radius` neighbours on
+    /// either side, because neighbouring windows of a machine are alike and leaving one out
+    /// alone would score it against its near-twins and make thresholds too low.
+    pub fn held_out_scores(&self, moments: &RunningMoments, min_std: f64, radius: usize) -> Vec<f64> {
         let dimensions = moments.mean.len();
         let mut mean = vec![0.0; dimensions];
         let mut variance = vec![0.0; dimensions];
         let mut values = vec![0.0; dimensions];
-        self.vectors
-            .iter()
-            .map(|stored| {
-                values.iter_mut().zip(stored).for_each(|(value, &s)| *value = f64::from(s));
-                moments.without(&values, &mut mean, &mut variance);
+        let mut block_mean = vec![0.0; dimensions];
+        let mut block_m2 = vec![0.0; dimensions];
+        let total = moments.count as f64;
+        (0..self.vectors.len())
+            .map(|index| {
+                let first = index.saturating_sub(radius);
+                let last = (index + radius).min(self.vectors.len() - 1);
+                // Mean and M2 of the block (exact two-pass over a few vectors).
+                let block = &self.vectors[first..=last];
+                let block_count = block.len() as f64;
+                block_mean.iter_mut().for_each(|v| *v = 0.0);
+                block_m2.iter_mut().for_each(|v| *v = 0.0);
+                for vector in block {
+                    for (sum, &v) in block_mean.iter_mut().zip(vector) {
+                        *sum += f64::from(v) / block_count;
+                    }
+                }
+                for vector in block {
+                    for ((m2, &m), &v) in block_m2.iter_mut().zip(&block_mean).zip(vector) {
+                        *m2 += (f64::from(v) - m) * (f64::from(v) - m);
+                    }
+                }
+                let rest = (total - block_count).max(2.0);
+                for d in 0..dimensions {
+                    let rest_mean = (total * moments.mean[d] - block_count * block_mean[d]) / rest;
+                    let delta = block_mean[d] - rest_mean;
+                    let rest_m2 = (moments.m2[d] - block_m2[d] - delta * delta * block_count * rest / total).max(0.0);
+                    mean[d] = rest_mean;
+                    variance[d] = rest_m2 / (rest - 1.0).max(1.0);
+                }
+                values.iter_mut().zip(&self.vectors[index]).for_each(|(value, &s)| *value = f64::from(s));
                 score_against(&values, &mean, &variance, min_std * min_std)
             })
             .collect()
@@ -173,7 +191,7 @@ mod tests {
     }
 
     #[test]
-    fn leave_one_out_equals_refitting_without_the_window() {
+    fn held_out_scores_equal_refitting_without_the_block() {
         let data: Vec<Vec<f64>> = (0..12).map(|i| vec![(i as f64).sqrt(), (i as f64 * 1.3).cos()]).collect();
         let mut all = RunningMoments::new(2);
         let mut sample = CalibrationSample::new(64);
@@ -181,12 +199,18 @@ mod tests {
             all.add(v);
             sample.offer(v);
         }
-        let scores = sample.leave_one_out_scores(&all, 0.0);
+        let scores = sample.held_out_scores(&all, 0.0, 0);
         let mut without_first = RunningMoments::new(2);
         data[1..].iter().for_each(|v| without_first.add(v));
         let refit = NormalProfile::from_moments(&without_first, 0.0);
         let stored: Vec<f64> = data[0].iter().map(|&v| f64::from(v as f32)).collect();
         assert!((scores[0] - refit.score(&stored)).abs() < 1e-4, "{} vs {}", scores[0], refit.score(&stored));
+        let blocks = sample.held_out_scores(&all, 0.0, 2);
+        let mut without_block = RunningMoments::new(2);
+        data.iter().enumerate().filter(|(i, _)| !(3..=7).contains(i)).for_each(|(_, v)| without_block.add(v));
+        let stored: Vec<f64> = data[5].iter().map(|&v| f64::from(v as f32)).collect();
+        let refit = NormalProfile::from_moments(&without_block, 0.0);
+        assert!((blocks[5] - refit.score(&stored)).abs() < 1e-3, "{} vs {}", blocks[5], refit.score(&stored));
     }
 
     #[test]

@@ -3,21 +3,38 @@
 //!
 //! A handful of minutes of normal audio cannot show a 1-in-100,000 event, so the scores are
 //! summarised by a gamma distribution (moments fit, as the DCASE 2021 baseline does) and the
-//! threshold is its upper quantile, by the Wilson–Hilferty cube-root normal approximation.
+//! threshold is its upper quantile, by the Wilson–Hilferty cube-root normal approximation; a
+//! log-normal fitted to the same scores guards against a heavier tail than the gamma's.
 //! The threshold is never below the largest calibration score, so a machine never alarms on
 //! the very audio it learned from.
 
 /// The standard normal quantile (Acklam's rational approximation, relative error < 1.2e-9).
 pub fn normal_quantile(probability: f64) -> f64 {
-    const A: [f64; 6] = [-3.969683028665376e1, 2.209460984245205e2, -2.759285104469687e2, 1.383577518672690e2, -3.066479806614716e1, 2.506628277459239];
-    const B: [f64; 5] = [-5.447609879822406e1, 1.615858368580409e2, -1.556989798598866e2, 6.680131188771972e1, -1.328068155288572e1];
-    const C: [f64; 6] = [-7.784894002430293e-3, -3.223964580411365e-1, -2.400758277161838, -2.549732539343734, 4.374664141464968, 2.938163982698783];
+    const A: [f64; 6] = [
+        -3.969683028665376e1,
+        2.209460984245205e2,
+        -2.759285104469687e2,
+        1.383577518672690e2,
+        -3.066479806614716e1,
+        2.506628277459239,
+    ];
+    const B: [f64; 5] =
+        [-5.447609879822406e1, 1.615858368580409e2, -1.556989798598866e2, 6.680131188771972e1, -1.328068155288572e1];
+    const C: [f64; 6] = [
+        -7.784894002430293e-3,
+        -3.223964580411365e-1,
+        -2.400758277161838,
+        -2.549732539343734,
+        4.374664141464968,
+        2.938163982698783,
+    ];
     const D: [f64; 4] = [7.784695709041462e-3, 3.224671290700398e-1, 2.445134137142996, 3.754408661907416];
     const LOW: f64 = 0.02425;
     let p = probability.clamp(1e-300, 1.0 - 1e-16);
     if p < LOW {
         let q = (-2.0 * p.ln()).sqrt();
-        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5]) / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
+        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
+            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
     } else if p <= 1.0 - LOW {
         let q = p - 0.5;
         let r = q * q;
@@ -59,12 +76,28 @@ impl GammaFit {
     }
 }
 
-/// The threshold that normal scores like these exceed at `false_alarm_rate`.
+/// The upper quantile of a log-normal fitted to positive scores (a heavier tail than the gamma).
+pub fn log_normal_upper_quantile(scores: &[f64], tail: f64) -> Option<f64> {
+    let logs: Vec<f64> = scores.iter().filter(|&&s| s > 0.0).map(|s| s.ln()).collect();
+    if logs.len() < 2 {
+        return None;
+    }
+    let count = logs.len() as f64;
+    let mean = logs.iter().sum::<f64>() / count;
+    let variance = logs.iter().map(|l| (l - mean) * (l - mean)).sum::<f64>() / (count - 1.0);
+    Some((mean + normal_quantile(1.0 - tail) * variance.sqrt()).exp())
+}
+
+/// The threshold that normal scores like these exceed at `false_alarm_rate`. A minute of
+/// audio cannot tell a gamma tail from a heavier one, so the more cautious of the gamma and
+/// log-normal quantiles is taken (the log-normal's is the higher for right-skewed scores).
 pub fn calibrate(scores: &[f64], false_alarm_rate: f64) -> f64 {
     let largest = scores.iter().copied().fold(0.0f64, f64::max);
-    match GammaFit::fit(scores) {
-        Some(fit) => fit.upper_quantile(false_alarm_rate).max(largest),
-        None => largest.max(f64::MIN_POSITIVE) * 2.0,
+    let gamma = GammaFit::fit(scores).map(|fit| fit.upper_quantile(false_alarm_rate));
+    let log_normal = log_normal_upper_quantile(scores, false_alarm_rate);
+    match (gamma, log_normal) {
+        (Some(gamma), Some(log_normal)) => gamma.max(log_normal).max(largest),
+        _ => largest.max(f64::MIN_POSITIVE) * 2.0,
     }
 }
 
@@ -84,6 +117,16 @@ mod tests {
         // Chi-square with 10 degrees of freedom is gamma(shape 5, scale 2); its 0.999 quantile is 29.588.
         let fit = GammaFit { shape: 5.0, scale: 2.0 };
         assert!((fit.upper_quantile(1e-3) - 29.588).abs() < 0.5, "{}", fit.upper_quantile(1e-3));
+    }
+
+    #[test]
+    fn the_log_normal_tail_is_the_cautious_one_for_skewed_scores() {
+        let scores: Vec<f64> = (1..=200).map(|i| (0.3 * normal_quantile(i as f64 / 201.0)).exp()).collect();
+        let fit = GammaFit::fit(&scores).unwrap();
+        let log_normal = log_normal_upper_quantile(&scores, 1e-3).unwrap();
+        assert!(log_normal > fit.upper_quantile(1e-3));
+        assert!((log_normal - (0.3 * 3.090_232_306f64).exp()).abs() < 0.05, "{log_normal}");
+        assert_eq!(calibrate(&scores, 1e-3), log_normal);
     }
 
     #[test]
