@@ -37,7 +37,9 @@ impl SourcePlan {
             SourcePlan::Files { machines } => machines
                 .iter()
                 .filter(|machine| owned(&machine.machine_id))
-                .map(|machine| MachineStream::File(MachineFileReader::new(machine.clone(), chunk_ms, start_time_us)))
+                .map(|machine| {
+                    MachineStream::File(Box::new(MachineFileReader::new(machine.clone(), chunk_ms, start_time_us)))
+                })
                 .collect(),
             SourcePlan::Simulated { machines, duration_s } => machines
                 .iter()
@@ -59,7 +61,7 @@ impl SourcePlan {
 
 /// One machine's chunks, in sequence order.
 pub enum MachineStream {
-    File(MachineFileReader),
+    File(Box<MachineFileReader>),
     Simulated { machine: Box<SimulatedMachine>, chunk_frames: usize, frames_left: u64, start_time_us: i64 },
 }
 

@@ -176,7 +176,7 @@ impl AudioChunk {
         if self.payload.len() > MAX_PAYLOAD_BYTES {
             return Err(ChunkError::PayloadTooLarge { bytes: self.payload.len() });
         }
-        if self.payload.len() % self.frame_bytes() != 0 {
+        if !self.payload.len().is_multiple_of(self.frame_bytes()) {
             return Err(ChunkError::RaggedPayload { bytes: self.payload.len(), frame_bytes: self.frame_bytes() });
         }
         Ok(())

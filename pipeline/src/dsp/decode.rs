@@ -42,7 +42,7 @@ pub fn decode_to_mono(
     let channel_count = usize::from(channels.max(1));
     let sample_bytes = format.bytes_per_sample();
     let frame_bytes = sample_bytes * channel_count;
-    if payload.len() % frame_bytes != 0 {
+    if !payload.len().is_multiple_of(frame_bytes) {
         return Err(DecodeError::Ragged { bytes: payload.len(), channels, format });
     }
     let chosen = match selection {

@@ -6,9 +6,9 @@
 //! whole positive float range, far inside the 0.05 dB the features promise.
 
 /// `10 * log10(2)`: dB per octave of power.
-const DB_PER_LOG2: f32 = 3.010_299_956_639_812;
+const DB_PER_LOG2: f32 = 3.010_3;
 /// `2 / ln(2)`: turns the atanh series into log2.
-const TWO_OVER_LN2: f32 = 2.885_390_081_777_926_8;
+const TWO_OVER_LN2: f32 = 2.885_39;
 
 /// `log2(x)` for a positive, finite, normal `x`.
 #[inline(always)]

@@ -38,7 +38,7 @@ pub enum FeatureError {
 
 /// Checks settings once, so the per-frame code needs no checks.
 pub fn validate_settings(settings: &FeatureSettings) -> Result<(), FeatureError> {
-    if !(16..=MAX_N_FFT).contains(&settings.n_fft) || settings.n_fft % 2 != 0 {
+    if !(16..=MAX_N_FFT).contains(&settings.n_fft) || !settings.n_fft.is_multiple_of(2) {
         return Err(FeatureError::BadFftSize(settings.n_fft));
     }
     if settings.hop_length == 0 {
@@ -122,14 +122,14 @@ impl PreciseSpectrum {
         let dc = self.packed[0];
         power[0] = ((dc.re + dc.im) * (dc.re + dc.im)) as f32;
         power[half] = ((dc.re - dc.im) * (dc.re - dc.im)) as f32;
-        for k in 1..half {
+        for (k, power) in power.iter_mut().enumerate().take(half).skip(1) {
             let z = self.packed[k];
             let mirror = self.packed[half - k].conj();
             let angle = -2.0 * std::f64::consts::PI * k as f64 / n_fft as f64;
             let twiddle = Complex::new(angle.cos(), angle.sin());
             let even = (z + mirror) * 0.5;
             let odd = (z - mirror) * Complex::new(0.0, -0.5);
-            power[k] = (even + twiddle * odd).norm_sqr() as f32;
+            *power = (even + twiddle * odd).norm_sqr() as f32;
         }
     }
 }

@@ -140,7 +140,7 @@ pub fn evaluate(
 /// returns the windows it produced, or the reason it could not be read.
 fn feed_clip(
     monitor: &mut MachineMonitor,
-    path: &PathBuf,
+    path: &std::path::Path,
     sequence: &mut u64,
     config: &Config,
 ) -> Result<MonitorOutput, String> {

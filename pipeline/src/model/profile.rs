@@ -108,7 +108,7 @@ impl CalibrationSample {
 
     /// Offers one learning window; keeps every `stride`-th, halving the sample when full.
     pub fn offer(&mut self, values: &[f64]) {
-        if self.seen % self.stride == 0 {
+        if self.seen.is_multiple_of(self.stride) {
             if self.vectors.len() == self.capacity {
                 let mut index = 0;
                 self.vectors.retain(|_| {
@@ -117,7 +117,7 @@ impl CalibrationSample {
                 });
                 self.stride *= 2;
             }
-            if self.seen % self.stride == 0 {
+            if self.seen.is_multiple_of(self.stride) {
                 self.vectors.push(values.iter().map(|&v| v as f32).collect());
             }
         }
