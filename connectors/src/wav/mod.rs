@@ -167,6 +167,10 @@ pub struct WavInfo {
 pub struct WavChunkReader {
     path: PathBuf,
     reader: hound::WavReader<BufReader<File>>,
+    /// The same file positioned at its audio data, when the stored samples are exactly the
+    /// chunk's little-endian layout (every PCM width here and float 32 without padding): then a
+    /// payload is a plain read of bytes, not a per-sample decode and re-encode.
+    raw: Option<BufReader<File>>,
     info: WavInfo,
     frames_read: u64,
     /// An error met after the frames last returned; it is returned by the next call.
@@ -174,6 +178,36 @@ pub struct WavChunkReader {
     /// Set once an error was returned: the file yields nothing more.
     failed: bool,
 }
+
+/// The file again, positioned at its audio data, if its samples are stored exactly as the
+/// chunk format lays them out (the container of a sample, `block_align / channels`, is as wide
+/// as the sample). The header was already checked by hound; this only walks the RIFF chunks.
+fn raw_data_reader(path: &Path, format: SampleFormat, channels: u16) -> Option<BufReader<File>> {
+    let mut reader = BufReader::with_capacity(RAW_READ_BUFFER_BYTES, File::open(path).ok()?);
+    hound::read_wave_header(&mut reader).ok()?;
+    let mut block_align = None;
+    loop {
+        let mut header = [0u8; 8];
+        reader.read_exact(&mut header).ok()?;
+        let length = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
+        match &header[..4] {
+            b"data" => break,
+            b"fmt " => {
+                let mut fmt = vec![0u8; length + length % 2];
+                reader.read_exact(&mut fmt).ok()?;
+                block_align = Some(u16::from_le_bytes([*fmt.get(12)?, *fmt.get(13)?]));
+            }
+            _ => {
+                std::io::copy(&mut (&mut reader).take((length + length % 2) as u64), &mut std::io::sink()).ok()?;
+            }
+        }
+    }
+    let container = usize::from(block_align?) / usize::from(channels.max(1));
+    (container == format.bytes_per_sample()).then_some(reader)
+}
+
+/// Read buffer of the raw data path.
+const RAW_READ_BUFFER_BYTES: usize = 1 << 16;
 
 impl WavChunkReader {
     /// Opens the file and checks its header: a WAV, a format we read, 1 to 8 channels, a sane
@@ -214,7 +248,8 @@ impl WavChunkReader {
             return Err(WavError::Empty { path: path.to_owned() });
         }
         let info = WavInfo { sample_rate_hz: spec.sample_rate, channels: spec.channels, sample_format, frames };
-        Ok(Self { path: path.to_owned(), reader, info, frames_read: 0, pending_error: None, failed: false })
+        let raw = raw_data_reader(path, sample_format, spec.channels);
+        Ok(Self { path: path.to_owned(), reader, raw, info, frames_read: 0, pending_error: None, failed: false })
     }
 
     /// Rate, channels, format and declared length.
@@ -252,30 +287,60 @@ impl WavChunkReader {
         let mut payload = Vec::with_capacity((samples_wanted * width).min(MAX_RESERVE_BYTES));
         let mut samples_read = 0usize;
         let mut stop = None;
-        match self.info.sample_format {
-            SampleFormat::F32le => {
-                for sample in self.reader.samples::<f32>().take(samples_wanted) {
-                    match sample {
-                        Ok(value) if value.is_finite() => payload.extend_from_slice(&value.to_le_bytes()),
-                        Ok(_) => stop = Some(Stop::NonFinite),
-                        Err(error) => stop = Some(Stop::Read(error)),
-                    }
-                    if stop.is_some() {
+        if let Some(raw) = self.raw.as_mut() {
+            payload.resize(samples_wanted * width, 0);
+            let mut filled = 0;
+            while filled < payload.len() {
+                match raw.read(&mut payload[filled..]) {
+                    Ok(0) => {
+                        let eof = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "failed to fill whole buffer");
+                        stop = Some(Stop::Read(hound::Error::IoError(eof)));
                         break;
                     }
-                    samples_read += 1;
+                    Ok(read) => filled += read,
+                    Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(error) => {
+                        stop = Some(Stop::Read(hound::Error::IoError(error)));
+                        break;
+                    }
                 }
             }
-            format => {
-                for sample in self.reader.samples::<i32>().take(samples_wanted) {
-                    match sample {
-                        Ok(value) => push_int(&mut payload, format, value),
-                        Err(error) => {
-                            stop = Some(Stop::Read(error));
+            samples_read = filled / width;
+            if self.info.sample_format == SampleFormat::F32le {
+                let first_bad = payload[..samples_read * width]
+                    .chunks_exact(width)
+                    .position(|bytes| !f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]).is_finite());
+                if let Some(index) = first_bad {
+                    samples_read = index;
+                    stop = Some(Stop::NonFinite);
+                }
+            }
+        } else {
+            match self.info.sample_format {
+                SampleFormat::F32le => {
+                    for sample in self.reader.samples::<f32>().take(samples_wanted) {
+                        match sample {
+                            Ok(value) if value.is_finite() => payload.extend_from_slice(&value.to_le_bytes()),
+                            Ok(_) => stop = Some(Stop::NonFinite),
+                            Err(error) => stop = Some(Stop::Read(error)),
+                        }
+                        if stop.is_some() {
                             break;
                         }
+                        samples_read += 1;
                     }
-                    samples_read += 1;
+                }
+                format => {
+                    for sample in self.reader.samples::<i32>().take(samples_wanted) {
+                        match sample {
+                            Ok(value) => push_int(&mut payload, format, value),
+                            Err(error) => {
+                                stop = Some(Stop::Read(error));
+                                break;
+                            }
+                        }
+                        samples_read += 1;
+                    }
                 }
             }
         }

@@ -52,16 +52,23 @@ pub fn decode_to_mono(
         ChannelSelection::Mix => None,
     };
     let start = out.len();
-    out.reserve(payload.len() / frame_bytes);
-    for frame in payload.chunks_exact(frame_bytes) {
-        let sample = match chosen {
-            Some(channel) => sample_at(frame, channel * sample_bytes, format),
-            None => {
-                let sum: f32 = (0..channel_count).map(|channel| sample_at(frame, channel * sample_bytes, format)).sum();
-                sum / channel_count as f32
-            }
-        };
-        out.push(sample);
+    // One loop per format, so the per-sample conversion is inlined and vectorizable.
+    match format {
+        SampleFormat::U8 => convert(payload, frame_bytes, sample_bytes, chosen, channel_count, out, |b| {
+            (f32::from(b[0]) - 128.0) / 128.0
+        }),
+        SampleFormat::S16le => convert(payload, frame_bytes, sample_bytes, chosen, channel_count, out, |b| {
+            f32::from(i16::from_le_bytes([b[0], b[1]])) / 32_768.0
+        }),
+        SampleFormat::S24le => convert(payload, frame_bytes, sample_bytes, chosen, channel_count, out, |b| {
+            (i32::from_le_bytes([0, b[0], b[1], b[2]]) >> 8) as f32 / 8_388_608.0
+        }),
+        SampleFormat::S32le => convert(payload, frame_bytes, sample_bytes, chosen, channel_count, out, |b| {
+            (f64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]])) / 2_147_483_648.0) as f32
+        }),
+        SampleFormat::F32le => convert(payload, frame_bytes, sample_bytes, chosen, channel_count, out, |b| {
+            f32::from_le_bytes([b[0], b[1], b[2], b[3]])
+        }),
     }
     if format == SampleFormat::F32le {
         if let Some(offset) = out[start..].iter().position(|sample| !sample.is_finite()) {
@@ -73,20 +80,34 @@ pub fn decode_to_mono(
     Ok(())
 }
 
+/// Appends one channel (`chosen`) or the mean of all channels of every frame.
 #[inline(always)]
-fn sample_at(frame: &[u8], at: usize, format: SampleFormat) -> f32 {
-    match format {
-        SampleFormat::U8 => (f32::from(frame[at]) - 128.0) / 128.0,
-        SampleFormat::S16le => f32::from(i16::from_le_bytes([frame[at], frame[at + 1]])) / 32_768.0,
-        SampleFormat::S24le => {
-            let value = i32::from_le_bytes([0, frame[at], frame[at + 1], frame[at + 2]]) >> 8;
-            value as f32 / 8_388_608.0
+fn convert(
+    payload: &[u8],
+    frame_bytes: usize,
+    sample_bytes: usize,
+    chosen: Option<usize>,
+    channel_count: usize,
+    out: &mut Vec<f32>,
+    sample: impl Fn(&[u8]) -> f32,
+) {
+    let frames = payload.len() / frame_bytes;
+    let start = out.len();
+    out.resize(start + frames, 0.0);
+    let slots = &mut out[start..];
+    match chosen {
+        Some(channel) => {
+            let at = channel * sample_bytes;
+            for (slot, frame) in slots.iter_mut().zip(payload.chunks_exact(frame_bytes)) {
+                *slot = sample(&frame[at..at + sample_bytes]);
+            }
         }
-        SampleFormat::S32le => {
-            let value = i32::from_le_bytes([frame[at], frame[at + 1], frame[at + 2], frame[at + 3]]);
-            (f64::from(value) / 2_147_483_648.0) as f32
+        None => {
+            for (slot, frame) in slots.iter_mut().zip(payload.chunks_exact(frame_bytes)) {
+                let sum: f32 = frame.chunks_exact(sample_bytes).map(&sample).sum();
+                *slot = sum / channel_count as f32;
+            }
         }
-        SampleFormat::F32le => f32::from_le_bytes([frame[at], frame[at + 1], frame[at + 2], frame[at + 3]]),
     }
 }
 

@@ -100,13 +100,18 @@ struct PreciseSpectrum {
     fft: Arc<dyn Fft<f64>>,
     packed: Vec<Complex<f64>>,
     scratch: Vec<Complex<f64>>,
+    /// `e^{-2 pi i k / n_fft}` for `k` in `0..n_fft / 2`.
+    twiddles: Vec<Complex<f64>>,
 }
 
 impl PreciseSpectrum {
     fn new(n_fft: usize) -> Self {
         let fft = FftPlanner::<f64>::new().plan_fft_forward(n_fft / 2);
         let scratch = vec![Complex::default(); fft.get_inplace_scratch_len()];
-        Self { packed: vec![Complex::default(); n_fft / 2], scratch, fft }
+        let twiddles = (0..n_fft / 2)
+            .map(|k| Complex::from_polar(1.0, -2.0 * std::f64::consts::PI * k as f64 / n_fft as f64))
+            .collect();
+        Self { packed: vec![Complex::default(); n_fft / 2], scratch, fft, twiddles }
     }
 
     /// Writes `|X[k]|^2` (rounded to single precision, as librosa stores it) into `power`.
@@ -125,8 +130,7 @@ impl PreciseSpectrum {
         for (k, power) in power.iter_mut().enumerate().take(half).skip(1) {
             let z = self.packed[k];
             let mirror = self.packed[half - k].conj();
-            let angle = -2.0 * std::f64::consts::PI * k as f64 / n_fft as f64;
-            let twiddle = Complex::new(angle.cos(), angle.sin());
+            let twiddle = self.twiddles[k];
             let even = (z + mirror) * 0.5;
             let odd = (z - mirror) * Complex::new(0.0, -0.5);
             *power = (even + twiddle * odd).norm_sqr() as f32;
