@@ -53,7 +53,7 @@ fn every_kind_of_bad_file_is_reported_once_and_the_good_machine_is_processed() {
     nan[100] = f32::NAN;
     write_wav(&bad("00000005"), float, &nan);
     write_wav(&bad("00000006"), hound::WavSpec { sample_rate: 100, ..int16 }, &tone(0.5)); // absurd rate
-    std::fs::create_dir_all(bad("00000007")).unwrap(); // a folder named like a file: unreadable
+    std::os::unix::fs::symlink("/no/such/target.wav", bad("00000007")).unwrap(); // unreadable: a dangling link
     let summary_path = dir.path().join("summary.json");
     let output = run_ok(
         auscult()

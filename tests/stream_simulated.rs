@@ -3,7 +3,6 @@
 mod common;
 
 use common::{auscult, python_ok, read_json, read_jsonl, repo, run_ok};
-use std::collections::BTreeSet;
 use std::path::Path;
 
 /// Runs a simulated fleet and returns (events, summary).

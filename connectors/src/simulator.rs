@@ -376,7 +376,7 @@ impl SimulatedMachine {
     /// The next sample's machine sound, background and fault (before gains).
     #[inline]
     fn parts(&mut self, fault_on: bool) -> (f64, f64, f64) {
-        if self.samples_done % BLOCK == 0 {
+        if self.samples_done.is_multiple_of(BLOCK) {
             // Pitch and level wander as stationary Ornstein-Uhlenbeck processes: a healthy
             // machine varies, but its first minute already shows how much.
             let keep = 1.0 - 1.0 / WANDER_BLOCKS;

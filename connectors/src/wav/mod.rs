@@ -100,8 +100,9 @@ fn describe_header_error(path: &Path, file_bytes: u64, error: hound::Error) -> W
     let path_buf = path.to_owned();
     // hound checks the sizes in the fmt chunk before the tag, so a compressed format (4-bit
     // ADPCM, say) can fail a size check first: whenever the tag is foreign, name it.
+    let not_riff = |reason: &str| reason.starts_with("no RIFF") || reason.starts_with("no WAVE");
     let header_refused = matches!(error, hound::Error::Unsupported)
-        || matches!(error, hound::Error::FormatError(reason) if !reason.starts_with("no RIFF") && !reason.starts_with("no WAVE"));
+        || matches!(error, hound::Error::FormatError(reason) if !not_riff(reason));
     if let Some(tag) =
         header_refused.then(|| format_tag(path)).flatten().filter(|tag| !READABLE_FORMAT_TAGS.contains(tag))
     {
@@ -288,9 +289,13 @@ impl WavChunkReader {
         let mut samples_read = 0usize;
         let mut stop = None;
         if let Some(raw) = self.raw.as_mut() {
-            payload.resize(samples_wanted * width, 0);
+            // Grow as bytes arrive: a header may promise far more than the file holds.
+            let wanted_bytes = samples_wanted * width;
             let mut filled = 0;
-            while filled < payload.len() {
+            while filled < wanted_bytes {
+                if filled == payload.len() {
+                    payload.resize(filled + (wanted_bytes - filled).min(MAX_RESERVE_BYTES), 0);
+                }
                 match raw.read(&mut payload[filled..]) {
                     Ok(0) => {
                         let eof = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "failed to fill whole buffer");

@@ -14,12 +14,15 @@ fn int_sample(index: usize, bits: u16) -> i32 {
         0 => min,
         1 => max,
         2 => 0,
-        _ => ((index as i64 * 2_654_435_761) % (i64::from(max) + 1)) as i32 * if index % 2 == 0 { -1 } else { 1 },
+        _ => {
+            ((index as i64 * 2_654_435_761) % (i64::from(max) + 1)) as i32
+                * if index.is_multiple_of(2) { -1 } else { 1 }
+        }
     }
 }
 
 fn float_sample(index: usize) -> f32 {
-    (index as f32 * 0.013).sin() * if index % 5 == 0 { 1.0 } else { 0.25 }
+    (index as f32 * 0.013).sin() * if index.is_multiple_of(5) { 1.0 } else { 0.25 }
 }
 
 fn write_wav(path: &Path, spec: hound::WavSpec, frames: usize) {
@@ -152,6 +155,16 @@ fn a_truncated_file_yields_its_whole_frames_then_the_error_then_nothing() {
     assert_names(&error, &truncated);
     assert!(reader.next_payload(100).unwrap().is_none());
     assert_eq!(reader.frames_read(), 749);
+
+    // A header that promises 2 GB over 64 bytes of audio, read with no limit on frames.
+    let mut lying = header(0x0001, 1, 16_000, 16, 2, 64);
+    lying[40..44].copy_from_slice(&2_000_000_000u32.to_le_bytes());
+    let lying_path = dir.path().join("lying.wav");
+    std::fs::write(&lying_path, &lying).unwrap();
+    let mut reader = WavChunkReader::open(&lying_path).unwrap();
+    assert_eq!(reader.info().frames, 1_000_000_000);
+    assert_eq!(reader.next_payload(usize::MAX).unwrap().map(|payload| payload.len()), Some(64));
+    assert!(matches!(reader.next_payload(usize::MAX), Err(WavError::Truncated { frames_read: 32, .. })));
 }
 
 #[test]
@@ -226,4 +239,38 @@ fn each_bad_header_has_its_own_error_naming_the_file() {
 
     assert!(matches!(open_error(&dir.path().join("missing.wav")), WavError::Unreadable { .. }));
     assert!(matches!(open_error(dir.path()), WavError::Unreadable { .. }));
+}
+
+#[test]
+fn samples_in_wider_containers_are_read_through_hound_and_packed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("24-in-32.wav");
+    let spec = hound::WavSpecEx { spec: spec(2, 24, false), bytes_per_sample: 4 };
+    let file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    let mut writer = hound::WavWriter::new_with_spec_ex(file, spec).unwrap();
+    for index in 0..2 * 300 {
+        writer.write_sample(int_sample(index, 24)).unwrap();
+    }
+    writer.finalize().unwrap();
+    let mut reader = WavChunkReader::open(&path).unwrap();
+    assert_eq!(reader.info().sample_format, SampleFormat::S24le);
+    let bytes = read_all(&mut reader, 64);
+    let decoded: Vec<i32> = bytes.chunks_exact(3).map(|b| i32::from_le_bytes([0, b[0], b[1], b[2]]) >> 8).collect();
+    let written: Vec<i32> = (0..2 * 300).map(|index| int_sample(index, 24)).collect();
+    assert_eq!(decoded, written, "packed to 3 bytes a sample");
+    // Truncated the same way, the per-sample path also keeps the whole frames and names the file.
+    let whole = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &whole[..whole.len() - 4 * 2 * 100 - 2]).unwrap();
+    let mut reader = WavChunkReader::open(&path).unwrap();
+    let mut frames = 0;
+    let error = loop {
+        match reader.next_payload(64) {
+            Ok(Some(payload)) => frames += payload.len() / 6,
+            Ok(None) => panic!("a truncated file read to its end"),
+            Err(error) => break error,
+        }
+    };
+    assert_eq!(frames, 199);
+    assert!(matches!(error, WavError::Truncated { frames_read: 199, frames_declared: 300, .. }), "{error}");
+    assert_names(&error, &path);
 }
