@@ -11,8 +11,8 @@ bin="${CARGO_TARGET_DIR:-target}/release/auscult"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
-# 4 types x 3 ids x (30 train + 15 + 15 test) clips of 10 s = 7,200 s of 16 kHz audio.
-"$bin" simulate "$work/corpus" --snr 0 --seed 11 >/dev/null 2>&1
+# 4 types x 8 ids x (20 train + 5 + 5 test) clips of 10 s = 9,600 s of 16 kHz audio, 32 machines.
+"$bin" simulate "$work/corpus" --snr 0 --seed 11 --ids 8 --train 20 --test-normal 5 --test-anomaly 5 >/dev/null 2>&1
 audio_files=$(find "$work/corpus" -name '*.wav' | wc -l)
 
 best() { sort -g | head -n 1; }
