@@ -6,12 +6,14 @@ use auscult_pipeline::dsp::LogMelExtractor;
 use auscult_schemas::FeatureSettings;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
-use std::path::Path;
+use std::path::PathBuf;
 
 const CLIP: &str = "../../shared/data/mimii/fan/id_00/normal/00000000.wav";
 
 fn ten_second_clip() -> (Vec<f32>, &'static str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(CLIP);
+    let path = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+        .join(CLIP);
     if let Ok(reader) = hound::WavReader::open(&path) {
         let samples: Result<Vec<i16>, _> = reader.into_samples::<i16>().collect();
         if let Ok(samples) = samples {

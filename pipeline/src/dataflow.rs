@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  worker input (owned machines, epoch by epoch of capture time)
-//!    -> Exchange(route_hash(machine_id))       one worker owns each machine's state
+//!    -> Exchange(placement of machine_id)      one worker owns each machine's state
 //!    -> "MachineMonitors"                       order by (machine, sequence) per epoch; decode,
 //!                                               log-mel, window, learn/score, alerts
 //!    -> windows  -> "ArchiveSink"  (each worker)    Parquet, a batch per `roll_epochs`, at the frontier
@@ -19,7 +19,7 @@ use crate::model::{MachineMonitor, MonitorOutput};
 use crate::sources::{MachineStream, SourcePlan};
 use auscult_connectors::archive::{ArchiveConfig, ArchiveWriter};
 use auscult_connectors::events::{EventTarget, JsonLinesWriter};
-use auscult_schemas::{route_hash, AnomalyEvent, AudioChunk, BandDeviation, MachineId, MachineType, WindowRecord};
+use auscult_schemas::{AnomalyEvent, AudioChunk, BandDeviation, MachineId, MachineType, WindowRecord};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -116,12 +116,16 @@ fn run_worker(worker: &mut Worker, plan: &RunPlan) -> WorkerReport {
     state.borrow_mut().report.worker = index;
     let mut input = InputHandle::<u64, CapacityContainerBuilder<Vec<AudioChunk>>>::new();
     let probe = ProbeHandle::new();
+    let placement = Arc::new(plan.source.placement(peers));
 
     worker.dataflow::<u64, _, _>(|scope| {
         let records = input
             .to_stream(scope)
             .unary_frontier(
-                Exchange::new(|chunk: &AudioChunk| route_hash(&chunk.machine_id)),
+                Exchange::new({
+                    let placement = Arc::clone(&placement);
+                    move |chunk: &AudioChunk| placement.worker_of(&chunk.machine_id)
+                }),
                 "MachineMonitors",
                 |_capability, _info| {
                     let config = config.clone();
@@ -234,7 +238,7 @@ fn run_worker(worker: &mut Worker, plan: &RunPlan) -> WorkerReport {
     // `EPOCHS_IN_FLIGHT` ahead of what the monitors have finished.
     let mut streams: Vec<(MachineStream, Option<AudioChunk>)> = plan
         .source
-        .open_for_worker(index, peers, config.stream.chunk_ms, config.start_time_us())
+        .open_for_worker(index, &placement, config.stream.chunk_ms, config.start_time_us())
         .into_iter()
         .map(|stream| (stream, None))
         .collect();

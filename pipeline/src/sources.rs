@@ -1,13 +1,14 @@
 //! The audio sources a run can read, seen by the dataflow as one chunk stream per machine.
 //!
 //! A [`SourcePlan`] says what to read (WAV files grouped by machine, or simulated machines);
-//! each worker opens only the machines it owns (by [`route_hash`]), so no two workers read the
-//! same machine and every machine is read. Whatever the source, the dataflow sees the same
+//! each worker opens only the machines it owns (by its [`Placement`]), so no two workers read
+//! the same machine and every machine is read. Whatever the source, the dataflow sees the same
 //! [`AudioChunk`]s an edge agent would send over Kafka.
 
 use auscult_connectors::simulator::{SimulatedMachine, SimulatedMachineSpec};
 use auscult_connectors::wav::{MachineFileReader, MachineFiles};
 use auscult_schemas::{route_hash, AudioChunk, MachineId};
+use std::collections::HashMap;
 
 /// A source error, already one line naming the input and the reason.
 pub type SourceError = Box<dyn std::error::Error + Send + Sync>;
@@ -30,9 +31,43 @@ impl SourcePlan {
         }
     }
 
-    /// Opens the machines that worker `index` of `peers` owns.
-    pub fn open_for_worker(&self, index: usize, peers: usize, chunk_ms: u32, start_time_us: i64) -> Vec<MachineStream> {
-        let owned = |id: &MachineId| route_hash(id) % peers as u64 == index as u64;
+    /// Where each machine of the plan lives among `peers` workers. The plan knows its whole
+    /// fleet up front, so machines are spread by their expected work (bytes of audio for files,
+    /// seconds for the simulator), largest first onto the least-loaded worker, ties by machine
+    /// id. Every worker and process computes the same placement from the same plan.
+    pub fn placement(&self, peers: usize) -> Placement {
+        let mut loads: Vec<(u64, &MachineId)> = match self {
+            SourcePlan::Files { machines } => machines
+                .iter()
+                .map(|machine| {
+                    let bytes = machine.files.iter().filter_map(|path| std::fs::metadata(path).ok()).map(|m| m.len());
+                    (bytes.sum(), &machine.machine_id)
+                })
+                .collect(),
+            SourcePlan::Simulated { machines, .. } => machines.iter().map(|spec| (1, &spec.machine_id)).collect(),
+        };
+        loads.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+        let peers = peers.max(1);
+        let mut worker_load = vec![0u64; peers];
+        let mut owner = HashMap::with_capacity(loads.len());
+        for (load, machine_id) in loads {
+            let (worker, _) =
+                worker_load.iter().enumerate().min_by_key(|(worker, total)| (**total, *worker)).unwrap_or((0, &0));
+            worker_load[worker] += load.max(1);
+            owner.insert(machine_id.clone(), worker as u64);
+        }
+        Placement { peers: peers as u64, owner }
+    }
+
+    /// Opens the machines that worker `index` owns under `placement`.
+    pub fn open_for_worker(
+        &self,
+        index: usize,
+        placement: &Placement,
+        chunk_ms: u32,
+        start_time_us: i64,
+    ) -> Vec<MachineStream> {
+        let owned = |id: &MachineId| placement.worker_of(id) == index as u64;
         match self {
             SourcePlan::Files { machines } => machines
                 .iter()
@@ -59,6 +94,21 @@ impl SourcePlan {
     }
 }
 
+/// Which worker owns each machine: the plan's own machines as [`SourcePlan::placement`] spread
+/// them, any other machine (one that only appears in the stream) by [`route_hash`].
+#[derive(Debug, Clone)]
+pub struct Placement {
+    peers: u64,
+    owner: HashMap<MachineId, u64>,
+}
+
+impl Placement {
+    /// The worker index (below the number of peers) that owns `machine_id`.
+    pub fn worker_of(&self, machine_id: &MachineId) -> u64 {
+        self.owner.get(machine_id).copied().unwrap_or_else(|| route_hash(machine_id) % self.peers)
+    }
+}
+
 /// One machine's chunks, in sequence order.
 pub enum MachineStream {
     File(Box<MachineFileReader>),
@@ -81,5 +131,42 @@ impl MachineStream {
                 Some(Ok(machine.next_chunk(frames, *start_time_us)))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use auscult_connectors::simulator::{fleet, FleetSpec};
+
+    #[test]
+    fn a_known_fleet_is_spread_evenly_and_every_worker_agrees() {
+        let plan = SourcePlan::Simulated {
+            machines: fleet(&FleetSpec { machines: 33, ..FleetSpec::default() }),
+            duration_s: 1.0,
+        };
+        for peers in [1, 2, 3, 4] {
+            let placement = plan.placement(peers);
+            let mut per_worker = vec![0usize; peers];
+            let SourcePlan::Simulated { machines, .. } = &plan else { unreachable!() };
+            for spec in machines {
+                let worker = placement.worker_of(&spec.machine_id);
+                assert!(worker < peers as u64);
+                per_worker[worker as usize] += 1;
+            }
+            let (least, most) = (per_worker.iter().min().unwrap(), per_worker.iter().max().unwrap());
+            assert!(most - least <= 1, "{peers} workers: {per_worker:?}");
+            let again = plan.placement(peers);
+            assert!(machines
+                .iter()
+                .all(|spec| again.worker_of(&spec.machine_id) == placement.worker_of(&spec.machine_id)));
+        }
+    }
+
+    #[test]
+    fn a_machine_the_plan_does_not_know_goes_by_route_hash() {
+        let plan = SourcePlan::Simulated { machines: Vec::new(), duration_s: 1.0 };
+        let stranger = MachineId::new("pump-99").unwrap();
+        assert_eq!(plan.placement(3).worker_of(&stranger), route_hash(&stranger) % 3);
     }
 }

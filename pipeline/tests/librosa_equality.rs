@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 const TOLERANCE_DB: f32 = 0.05;
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/librosa")
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+        .join("tests/fixtures/librosa")
 }
 
 fn read_samples(path: &Path) -> (Vec<f32>, u32) {

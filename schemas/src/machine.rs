@@ -2,9 +2,10 @@
 //!
 //! A machine is named by a [`MachineId`] (unique in a deployment) and has a [`MachineType`]
 //! (fan, pump, ...). Both are short, printable and safe to use in a file path, because the type
-//! becomes a Hive partition folder of the archive. [`route_hash`] is the one function that decides
-//! which timely worker owns a machine: it is well mixed in its low bits, because timely routes by
-//! `hash & mask` when the worker count is a power of two.
+//! becomes a Hive partition folder of the archive. [`route_hash`] decides which timely worker owns
+//! a machine the run did not know up front (the pipeline balances the machines it does know): it
+//! is well mixed in its low bits, because timely routes by `hash & mask` when the worker count is
+//! a power of two.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

@@ -87,6 +87,8 @@ pub struct MachineResult {
     pub machine_type: MachineType,
     pub machine_id: MachineId,
     pub train_clips: usize,
+    /// The training clips, in the order they were learned (peers can reuse the exact split).
+    pub train_files: Vec<PathBuf>,
     pub test_normal: usize,
     pub test_anomalous: usize,
     pub auc: Option<f64>,
@@ -224,6 +226,7 @@ fn evaluate_machine(machine: &MachineClips, config: &Config) -> Result<MachineRe
         machine_type: machine.machine_type.clone(),
         machine_id: machine.machine_id.clone(),
         train_clips: machine.train.len(),
+        train_files: machine.train.clone(),
         test_normal: normal.len(),
         test_anomalous: anomalous.len(),
         auc: metrics::auc(&normal, &anomalous),
