@@ -16,7 +16,7 @@ fn two_processes_with_a_hostfile_emit_what_one_process_does() {
     let dir = tempfile::tempdir().unwrap();
     let hostfile = dir.path().join("hosts.txt");
     std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).unwrap();
-    let common_args = ["run", "--simulate", "8", "--duration", "150", "--seed", "5", "-w", "1", "--processes", "2"];
+    let common_args = ["run", "--simulate", "8", "--duration", "420", "--seed", "5", "-w", "1", "--processes", "2"];
     let cluster_events = dir.path().join("cluster.jsonl");
     let mut second = auscult()
         .args(common_args)
@@ -44,7 +44,7 @@ fn two_processes_with_a_hostfile_emit_what_one_process_does() {
     let single_events = dir.path().join("single.jsonl");
     run_ok(
         auscult()
-            .args(["run", "--simulate", "8", "--duration", "150", "--seed", "5", "-w", "2", "--events"])
+            .args(["run", "--simulate", "8", "--duration", "420", "--seed", "5", "-w", "2", "--events"])
             .arg(&single_events),
     );
     let cluster = read_jsonl(&cluster_events);

@@ -66,17 +66,25 @@ impl FeatureConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelConfig {
-    /// Seconds of a machine's first audio that teach it what normal is.
+    /// Seconds of a machine's first audio that teach it what normal is: 5 minutes make about
+    /// 150 windows, enough for the profile's 128 features and a threshold from held-out scores.
     pub learning_s: f64,
-    /// Frames per scored window; 32 frames of hop 512 at 16 kHz is 1.02 s, a good balance
-    /// between alert latency and a stable window statistic.
+    /// Frames per scored window; 64 frames of hop 512 at 16 kHz is 2.05 s: long enough for a
+    /// stable pooled level of intermittent sounds (a valve cycles in about a second), short
+    /// enough that an alert (2 of 3 windows) opens within about 6 s.
     pub window_frames: u32,
+    /// Rank-weight decay of the time-weighted pooled level (1 is the mean, near 0 the
+    /// maximum); 0.9 puts half the weight on a window's 7 loudest frames.
+    pub pool_decay: f64,
+    /// Most groups of neighbouring mel bands the model sees (128 mels become 64 pairs), which
+    /// keeps the covariance learnable from minutes of audio and the state small.
+    pub model_bands: usize,
     /// Target share of normal windows over the warning threshold (1 in 1,000).
     pub false_alarm_rate: f64,
     /// Target share of normal windows over the alarm threshold (1 in 100,000).
     pub alarm_false_alarm_rate: f64,
-    /// Smallest standard deviation a feature may have, dB, so that a band that never moved
-    /// while learning cannot make any later change look infinitely anomalous.
+    /// Standard deviation added (as variance) to every model feature, dB, so that a band that
+    /// never moved while learning cannot make any later change look infinitely anomalous.
     pub min_std_db: f64,
     /// Most learning windows kept to calibrate the threshold (bounds memory per machine).
     pub calibration_windows_max: usize,
@@ -85,9 +93,10 @@ pub struct ModelConfig {
     pub calibration_holdout_radius: usize,
     /// Whether the profile keeps following slow changes of normal sound after learning.
     pub adapt: bool,
-    /// Windows over which adaptation forgets (an exponential memory of about an hour of 1 s windows).
+    /// Windows over which adaptation forgets (an exponential memory of about an hour of 2 s windows).
     pub adapt_span_windows: f64,
-    /// Only windows scoring below this fraction of the warning threshold adapt the profile.
+    /// Only windows scoring below this fraction of the warning threshold adapt the profile
+    /// (normal windows score about half the threshold; near it, a window may be a fault starting).
     pub adapt_below_fraction: f64,
     /// Bands named in each alert's explanation.
     pub top_bands: usize,
@@ -96,16 +105,18 @@ pub struct ModelConfig {
 impl Default for ModelConfig {
     fn default() -> Self {
         Self {
-            learning_s: 60.0,
-            window_frames: 32,
+            learning_s: 300.0,
+            window_frames: 64,
+            pool_decay: 0.9,
+            model_bands: 64,
             false_alarm_rate: 1e-3,
             alarm_false_alarm_rate: 1e-5,
             min_std_db: 0.25,
-            calibration_windows_max: 128,
+            calibration_windows_max: 64,
             calibration_holdout_radius: 2,
             adapt: true,
-            adapt_span_windows: 3600.0,
-            adapt_below_fraction: 0.5,
+            adapt_span_windows: 1800.0,
+            adapt_below_fraction: 0.8,
             top_bands: 3,
         }
     }
@@ -208,6 +219,15 @@ impl Config {
         }
         if model.window_frames == 0 {
             return invalid("model.window_frames", "0".to_owned(), "must be at least 1");
+        }
+        if !(model.pool_decay > 0.0 && model.pool_decay <= 1.0) {
+            return invalid("model.pool_decay", model.pool_decay.to_string(), "must be in (0, 1]");
+        }
+        if model.model_bands == 0 {
+            return invalid("model.model_bands", "0".to_owned(), "must be at least 1");
+        }
+        if !(model.min_std_db.is_finite() && model.min_std_db > 0.0) {
+            return invalid("model.min_std_db", model.min_std_db.to_string(), "must be a positive number of dB");
         }
         if !(model.learning_s.is_finite() && model.learning_s > 0.0) {
             return invalid("model.learning_s", model.learning_s.to_string(), "must be a positive number of seconds");

@@ -41,7 +41,7 @@ pub enum AlertLevel {
 /// One mel band that deviates, and how far.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BandDeviation {
-    /// Mel band index, 0 is the lowest.
+    /// Index of the lowest mel band of the deviating group of bands, 0 is the lowest.
     pub band: u16,
     /// Lower edge of the band, Hz.
     pub low_hz: f64,

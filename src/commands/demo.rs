@@ -1,8 +1,8 @@
 //! `auscult demo`: the first thing a newcomer runs. Simulates a small fleet (a quarter of the
-//! machines develop a fault after the learning minute), runs the real pipeline on 2 workers
+//! machines develop a fault 100 s after their 5 learning minutes), runs the real pipeline on 2 workers
 //! with events and an archive, and prints what it heard and how to query the archive.
 
-use crate::commands::run::write_summary_json;
+use crate::commands::run::{write_summary_json, FAULT_AFTER_LEARNING_S};
 use crate::summary::{print_run_summary, RunTotals};
 use anyhow::{Context, Result};
 use auscult_connectors::events::EventTarget;
@@ -19,8 +19,8 @@ pub struct DemoArgs {
     /// Machines to simulate.
     #[arg(long, default_value_t = 8)]
     pub machines: usize,
-    /// Seconds of audio per machine (the first 60 s are learned as normal).
-    #[arg(long, default_value_t = 180.0)]
+    /// Seconds of audio per machine (the first `learning_s`, 300 by default, are learned as normal).
+    #[arg(long, default_value_t = 480.0)]
     pub duration: f64,
     /// Worker threads.
     #[arg(short = 'w', long = "workers", default_value_t = 2)]
@@ -41,7 +41,12 @@ pub fn execute(args: DemoArgs, config: Config) -> Result<()> {
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let events_path = out.join("events.jsonl");
     let archive_dir = out.join("archive");
-    let fleet_spec = FleetSpec { machines: args.machines, seed: args.seed, ..FleetSpec::default() };
+    let fleet_spec = FleetSpec {
+        machines: args.machines,
+        seed: args.seed,
+        fault_onset_s: config.model.learning_s + FAULT_AFTER_LEARNING_S,
+        ..FleetSpec::default()
+    };
     let machines = fleet(&fleet_spec);
     println!(
         "auscult demo: {} simulated machines, {:.0} s of 16 kHz audio each, {} workers; the first {:.0} s of each machine are learned as normal.",

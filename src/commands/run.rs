@@ -97,11 +97,11 @@ pub struct RunArgs {
     /// A folder of WAV files (DCASE or MIMII layout, or with a manifest.csv).
     #[arg(long, required_unless_present = "simulate", conflicts_with = "simulate")]
     pub input: Option<PathBuf>,
-    /// Simulate this many machines instead (a quarter of them develop a fault).
+    /// Simulate this many machines instead (a quarter of them develop a fault 100 s after learning).
     #[arg(long, value_name = "N")]
     pub simulate: Option<usize>,
     /// Seconds of audio per simulated machine.
-    #[arg(long, default_value_t = 180.0)]
+    #[arg(long, default_value_t = 480.0)]
     pub duration: f64,
     /// Seed of the simulator.
     #[arg(long, default_value_t = 1)]
@@ -124,6 +124,9 @@ pub struct RunArgs {
     pub overrides: ModelOverrides,
 }
 
+/// Simulated faults start this long after a machine's learning span, so they are scored.
+pub const FAULT_AFTER_LEARNING_S: f64 = 100.0;
+
 pub fn execute(args: RunArgs, mut config: Config) -> Result<()> {
     args.overrides.apply(&mut config)?;
     let mut skipped = Vec::new();
@@ -140,7 +143,13 @@ pub fn execute(args: RunArgs, mut config: Config) -> Result<()> {
             SourcePlan::Files { machines: discovery.machines }
         }
         (None, Some(machines)) => {
-            let spec = FleetSpec { machines, seed: args.seed, snr_db: args.snr, ..FleetSpec::default() };
+            let spec = FleetSpec {
+                machines,
+                seed: args.seed,
+                snr_db: args.snr,
+                fault_onset_s: config.model.learning_s + FAULT_AFTER_LEARNING_S,
+                ..FleetSpec::default()
+            };
             SourcePlan::Simulated { machines: fleet(&spec), duration_s: args.duration }
         }
         (None, None) => bail!("give --input DIR or --simulate N"),

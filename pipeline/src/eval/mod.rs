@@ -186,6 +186,7 @@ fn evaluate_machine(machine: &MachineClips, config: &Config) -> Result<MachineRe
         return Err(EvalError::NothingLearned { machine: machine.machine_id.clone() });
     }
     let (warning, alarm) = monitor.thresholds().expect("learning finished");
+    monitor.explain_every_window(true);
     let mut clips = Vec::new();
     for (path, anomalous) in &machine.test {
         match feed_clip(&mut monitor, path, &mut sequence, config) {
@@ -200,9 +201,10 @@ fn evaluate_machine(machine: &MachineClips, config: &Config) -> Result<MachineRe
                 let top_bands = out
                     .windows
                     .iter()
-                    .filter(|window| window.score.is_some())
-                    .max_by(|a, b| a.score.unwrap_or(0.0).total_cmp(&b.score.unwrap_or(0.0)))
-                    .map(|window| monitor.explain(window))
+                    .zip(&out.explanations)
+                    .filter(|(window, _)| window.score.is_some())
+                    .max_by(|a, b| a.0.score.unwrap_or(0.0).total_cmp(&b.0.score.unwrap_or(0.0)))
+                    .map(|(_, bands)| bands.clone())
                     .unwrap_or_default();
                 clips.push(ClipScore { path: path.clone(), anomalous: *anomalous, score, flagged, top_bands });
             }

@@ -5,6 +5,7 @@
 //! the same type directly, so both score identically.
 
 pub mod alert;
+pub mod covariance;
 pub mod monitor;
 pub mod profile;
 pub mod threshold;

@@ -4,13 +4,15 @@
 //! number is a replay and is dropped; a jump is a gap after which the STFT and the window
 //! restart cleanly), decodes, extracts log-mel frames, pools them into windows, learns the
 //! normal profile from the first `learning_s` seconds, then scores every window, runs the
-//! alert state machine and explains each alert by its most deviating bands. Its memory is
-//! bounded and reported by [`MachineMonitor::heap_bytes`].
+//! alert state machine, explains each alert by its most deviating bands and, while all is
+//! quiet, lets the profile follow slow drift. Its memory is bounded and reported by
+//! [`MachineMonitor::heap_bytes`].
 
 use super::alert::AlertTracker;
-use super::profile::{CalibrationSample, NormalProfile, RunningMoments};
+use super::covariance::CoMoments;
+use super::profile::{CalibrationSample, NormalProfile};
 use super::threshold::calibrate;
-use super::window::{WindowAccumulator, WindowFeatures};
+use super::window::{BandGroups, WindowAccumulator, WindowFeatures};
 use crate::config::Config;
 use crate::dsp::{decode_to_mono, DecodeError, FeatureError, LogMelExtractor};
 use auscult_schemas::event::event_id;
@@ -39,6 +41,9 @@ pub enum MonitorError {
 pub struct MonitorOutput {
     pub windows: Vec<WindowRecord>,
     pub events: Vec<AnomalyEvent>,
+    /// With [`MachineMonitor::explain_every_window`]: the most deviating bands of each window,
+    /// in the order of `windows` (empty for windows that were learned from).
+    pub explanations: Vec<Vec<BandDeviation>>,
 }
 
 /// Counters of one machine.
@@ -50,11 +55,12 @@ pub struct MonitorStats {
     pub gaps: u64,
     pub windows_learned: u64,
     pub windows_scored: u64,
+    pub windows_adapted: u64,
     pub alerts_opened: u64,
 }
 
 enum Phase {
-    Learning { moments: RunningMoments, sample: CalibrationSample },
+    Learning { moments: CoMoments, sample: CalibrationSample },
     Scoring { profile: NormalProfile, warning_threshold: f64, alarm_threshold: f64 },
 }
 
@@ -68,6 +74,8 @@ pub struct MachineMonitor {
     segment_start_us: TimestampUs,
     next_sequence: Option<u64>,
     window: WindowAccumulator,
+    groups: BandGroups,
+    explain_every_window: bool,
     /// Where the audio of the window being filled started.
     window_origin: String,
     phase: Phase,
@@ -82,17 +90,20 @@ pub struct MachineMonitor {
 impl MachineMonitor {
     /// A new machine, learning from its first audio.
     pub fn new(machine_id: MachineId, machine_type: MachineType, config: &Config) -> Self {
-        let dimensions = 2 * config.features.n_mels;
+        let groups = BandGroups::new(config.features.n_mels, config.model.model_bands);
+        let dimensions = groups.dimensions();
         Self {
             machine_id,
             machine_type,
             extractor: None,
             segment_start_us: 0,
             next_sequence: None,
-            window: WindowAccumulator::new(config.features.n_mels, config.model.window_frames),
+            window: WindowAccumulator::new(config.features.n_mels, config.model.window_frames, config.model.pool_decay),
+            groups,
+            explain_every_window: false,
             window_origin: String::new(),
             phase: Phase::Learning {
-                moments: RunningMoments::new(dimensions),
+                moments: CoMoments::new(dimensions),
                 sample: CalibrationSample::new(config.model.calibration_windows_max),
             },
             learned_audio_s: 0.0,
@@ -103,6 +114,11 @@ impl MachineMonitor {
             features: Vec::with_capacity(dimensions),
             config: config.clone(),
         }
+    }
+
+    /// Also explain windows that open no alert (`auscult eval --explain` shows them).
+    pub fn explain_every_window(&mut self, on: bool) {
+        self.explain_every_window = on;
     }
 
     pub fn machine_id(&self) -> &MachineId {
@@ -144,7 +160,7 @@ impl MachineMonitor {
     pub fn heap_bytes(&self) -> usize {
         let extractor = self.extractor.as_ref().map_or(0, |e| e.heap_bytes());
         let phase = match &self.phase {
-            Phase::Learning { sample, .. } => sample.heap_bytes() + 2 * self.features.capacity() * 8,
+            Phase::Learning { moments, sample } => moments.heap_bytes() + sample.heap_bytes(),
             Phase::Scoring { profile, .. } => profile.heap_bytes(),
         };
         extractor + phase + self.window.heap_bytes() + self.samples.capacity() * 4 + self.features.capacity() * 8
@@ -152,16 +168,22 @@ impl MachineMonitor {
 
     /// Ends learning now (if it has not ended) and calibrates the thresholds from what was
     /// learned; `auscult eval` calls this after a machine's training clips. Returns whether the
-    /// machine is now scoring (it needs at least two learned windows).
+    /// machine is now scoring: it needs at least two learned windows, and a covariance that
+    /// can be factored (the variance floor makes that certain for finite audio; otherwise it
+    /// keeps learning).
     pub fn finish_learning(&mut self) -> bool {
         if let Phase::Learning { moments, sample } = &self.phase {
             if moments.count() < 2 {
                 return false;
             }
             let model = &self.config.model;
-            let scores = sample.held_out_scores(moments, model.min_std_db, model.calibration_holdout_radius);
+            let floor = model.min_std_db * model.min_std_db;
+            let Ok(profile) = NormalProfile::from_moments(moments, floor) else {
+                return false;
+            };
+            let scores = sample.held_out_scores(moments, floor, model.calibration_holdout_radius);
             self.phase = Phase::Scoring {
-                profile: NormalProfile::from_moments(moments, model.min_std_db),
+                profile,
                 warning_threshold: calibrate(&scores, model.false_alarm_rate),
                 alarm_threshold: calibrate(&scores, model.alarm_false_alarm_rate),
             };
@@ -254,7 +276,7 @@ impl MachineMonitor {
         let end_sample = (features.first_frame + u64::from(features.frame_count) - 1) * hop + settings.n_fft as u64;
         let window_start_us = self.segment_start_us + to_us(first_sample);
         let window_end_us = self.segment_start_us + to_us(end_sample);
-        features.feature_vector(&mut self.features);
+        features.model_vector(&self.groups, &mut self.features);
         let mut record = WindowRecord {
             machine_id: self.machine_id.clone(),
             machine_type: self.machine_type.clone(),
@@ -271,6 +293,7 @@ impl MachineMonitor {
             source,
         };
         let model = &self.config.model;
+        let mut explanation = Vec::new();
         match &mut self.phase {
             Phase::Learning { moments, sample } => {
                 moments.add(&self.features);
@@ -298,7 +321,7 @@ impl MachineMonitor {
                         auscult_schemas::AlertLevel::Alarm => *alarm_threshold,
                     };
                     let extractor = self.extractor.as_ref().expect("windows come from the extractor");
-                    let top_bands = top_bands(profile, &features, extractor, model.top_bands);
+                    let top_bands = top_bands(profile, &self.features, &self.groups, extractor, model.top_bands);
                     self.last_alert_bands.clone_from(&top_bands);
                     out.events.push(AnomalyEvent {
                         schema: EVENT_SCHEMA_ID.to_owned(),
@@ -319,52 +342,47 @@ impl MachineMonitor {
                     && score < model.adapt_below_fraction * *warning_threshold
                 {
                     profile.adapt(&self.features, 1.0 / model.adapt_span_windows.max(1.0));
+                    self.stats.windows_adapted += 1;
+                }
+                if self.explain_every_window {
+                    let extractor = self.extractor.as_ref().expect("windows come from the extractor");
+                    explanation = top_bands(profile, &self.features, &self.groups, extractor, model.top_bands);
                 }
             }
         }
         out.windows.push(record);
-    }
-}
-
-impl MachineMonitor {
-    /// The most deviating bands of an archived window of this machine (empty while learning).
-    pub fn explain(&self, window: &WindowRecord) -> Vec<BandDeviation> {
-        match (&self.phase, &self.extractor) {
-            (Phase::Scoring { profile, .. }, Some(extractor)) => {
-                let features = WindowFeatures {
-                    first_frame: 0,
-                    frame_count: window.frame_count,
-                    mean_db: window.logmel_mean_db.clone(),
-                    std_db: window.logmel_std_db.clone(),
-                };
-                top_bands(profile, &features, extractor, self.config.model.top_bands)
-            }
-            _ => Vec::new(),
+        if self.explain_every_window {
+            out.explanations.push(explanation);
         }
     }
 }
 
-/// The bands whose mean level deviates most from the profile, largest first.
+/// The band groups whose level (mean or pooled) deviates most from the profile, largest first.
 fn top_bands(
     profile: &NormalProfile,
-    features: &WindowFeatures,
+    vector: &[f64],
+    groups: &BandGroups,
     extractor: &LogMelExtractor,
     count: usize,
 ) -> Vec<BandDeviation> {
-    let mut deviations: Vec<(usize, f64)> = features
-        .mean_db
-        .iter()
-        .enumerate()
-        .map(|(band, &level)| (band, profile.z_score(band, f64::from(level))))
+    let group_count = groups.count();
+    let mut deviations: Vec<(usize, f64)> = (0..group_count)
+        .map(|group| {
+            let mean = profile.z_score(group, vector[group]);
+            let pooled = profile.z_score(group_count + group, vector[group_count + group]);
+            (group, if pooled.abs() > mean.abs() { pooled } else { mean })
+        })
         .collect();
     deviations.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()).then(a.0.cmp(&b.0)));
     deviations
         .into_iter()
         .take(count)
-        .map(|(band, deviation_sd)| {
-            let (low_hz, high_hz) = extractor.filterbank().band_range_hz(band);
+        .map(|(group, deviation_sd)| {
+            let bands = groups.bands(group);
+            let (low_hz, _) = extractor.filterbank().band_range_hz(bands.start);
+            let (_, high_hz) = extractor.filterbank().band_range_hz(bands.end - 1);
             BandDeviation {
-                band: u16::try_from(band).unwrap_or(u16::MAX),
+                band: u16::try_from(bands.start).unwrap_or(u16::MAX),
                 low_hz: (low_hz * 10.0).round() / 10.0,
                 high_hz: (high_hz * 10.0).round() / 10.0,
                 deviation_sd: (deviation_sd * 100.0).round() / 100.0,

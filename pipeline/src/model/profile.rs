@@ -1,95 +1,77 @@
 //! The per-machine normal profile: what a machine's windows look like when it is healthy.
 //!
-//! A diagonal Gaussian over each window's feature vector (per-band log-mel mean and standard
-//! deviation), learned with Welford's running moments in f64, so it needs one pass and no
-//! stored audio. Scores are the mean squared z-score over features: about 1 for normal windows
-//! whatever the machine, which makes thresholds comparable. Leave-one-out scores of the
-//! learning windows calibrate the threshold without scoring a window against itself. After
-//! learning, guarded adaptation can follow slow drift with an exponential memory.
+//! A Gaussian over each window's feature vector (per-band time-pooled log-mel levels, see
+//! `window`), with a full covariance shrunk by OAS (see `covariance`), learned with running
+//! co-moments in f64, so it needs one pass and no stored audio. The score of a window is its
+//! squared Mahalanobis distance divided by the number of features: about 1 for normal windows
+//! whatever the machine, which makes thresholds comparable. Held-out scores of the learning
+//! windows calibrate the threshold without scoring a window against itself. After learning,
+//! guarded adaptation can follow slow drift of the mean with an exponential memory.
 
-/// Running moments of feature vectors (Welford, f64).
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunningMoments {
-    count: u64,
-    mean: Vec<f64>,
-    m2: Vec<f64>,
-}
+use super::covariance::{
+    cholesky_in_place, packed_len, shrink_in_place, whitened_norm_squared, CoMoments, NotPositiveDefinite,
+};
 
-impl RunningMoments {
-    pub fn new(dimensions: usize) -> Self {
-        Self { count: 0, mean: vec![0.0; dimensions], m2: vec![0.0; dimensions] }
-    }
-
-    pub fn count(&self) -> u64 {
-        self.count
-    }
-
-    /// Adds one vector.
-    pub fn add(&mut self, values: &[f64]) {
-        self.count += 1;
-        let count = self.count as f64;
-        for ((mean, m2), &value) in self.mean.iter_mut().zip(self.m2.iter_mut()).zip(values) {
-            let delta = value - *mean;
-            *mean += delta / count;
-            *m2 += delta * (value - *mean);
-        }
-    }
-}
-
-/// A learned profile: per-feature mean and standard deviation.
+/// A learned profile: the mean, the Cholesky factor of the shrunk covariance, and each
+/// feature's variance (for explanations).
 #[derive(Debug, Clone, PartialEq)]
 pub struct NormalProfile {
     mean: Vec<f64>,
+    factor: Vec<f64>,
     variance: Vec<f64>,
-    min_variance: f64,
+    residual: Vec<f64>,
+    scratch: Vec<f64>,
 }
 
 impl NormalProfile {
-    /// Freezes running moments into a profile; features never vary less than `min_std`.
-    pub fn from_moments(moments: &RunningMoments, min_std: f64) -> Self {
-        let count = moments.count.max(2) as f64;
-        Self {
+    /// Freezes running co-moments into a profile; `floor` (a variance, dB²) is added to every
+    /// feature's variance so a band that never moved while learning cannot make a later change
+    /// look infinitely anomalous.
+    pub fn from_moments(moments: &CoMoments, floor: f64) -> Result<Self, NotPositiveDefinite> {
+        let dimensions = moments.dimensions();
+        let mut factor = moments.comoment.clone();
+        shrink_in_place(&mut factor, dimensions, moments.count as f64, floor);
+        let variance = (0..dimensions).map(|row| factor[packed_len(row + 1) - 1]).collect();
+        cholesky_in_place(&mut factor, dimensions)?;
+        Ok(Self {
             mean: moments.mean.clone(),
-            variance: moments.m2.iter().map(|m2| m2 / (count - 1.0)).collect(),
-            min_variance: min_std * min_std,
-        }
+            factor,
+            variance,
+            residual: Vec::with_capacity(dimensions),
+            scratch: Vec::with_capacity(dimensions),
+        })
     }
 
-    /// Mean squared z-score of a feature vector.
-    pub fn score(&self, values: &[f64]) -> f64 {
-        score_against(values, &self.mean, &self.variance, self.min_variance)
+    /// Squared Mahalanobis distance of a feature vector over the number of features.
+    pub fn score(&mut self, values: &[f64]) -> f64 {
+        self.residual.clear();
+        self.residual.extend(values.iter().zip(&self.mean).map(|(value, mean)| value - mean));
+        whitened_norm_squared(&self.factor, &self.residual, &mut self.scratch) / self.mean.len().max(1) as f64
     }
 
-    /// Signed z-score of feature `index`.
+    /// Signed z-score of feature `index` against its own variance.
     pub fn z_score(&self, index: usize, value: f64) -> f64 {
-        (value - self.mean[index]) / self.variance[index].max(self.min_variance).sqrt()
+        (value - self.mean[index]) / self.variance[index].sqrt()
     }
 
-    /// Moves the profile a step of weight `alpha` towards `values` (exponential forgetting).
+    /// Moves the profile's mean a step of weight `alpha` towards `values` (an exponential
+    /// memory of about `1 / alpha` windows). Only the mean follows: drift moves a machine's
+    /// level, and a spread re-learned from windows that were chosen for scoring low would
+    /// narrow with every step until normal audio alarms.
     pub fn adapt(&mut self, values: &[f64], alpha: f64) {
-        for ((mean, variance), &value) in self.mean.iter_mut().zip(self.variance.iter_mut()).zip(values) {
-            let delta = value - *mean;
-            *mean += alpha * delta;
-            *variance = (1.0 - alpha) * (*variance + alpha * delta * delta);
+        for (mean, &value) in self.mean.iter_mut().zip(values) {
+            *mean += alpha * (value - *mean);
         }
     }
 
     pub fn heap_bytes(&self) -> usize {
-        (self.mean.capacity() + self.variance.capacity()) * std::mem::size_of::<f64>()
+        (self.mean.capacity()
+            + self.factor.capacity()
+            + self.variance.capacity()
+            + self.residual.capacity()
+            + self.scratch.capacity())
+            * std::mem::size_of::<f64>()
     }
-}
-
-fn score_against(values: &[f64], mean: &[f64], variance: &[f64], min_variance: f64) -> f64 {
-    let total: f64 = values
-        .iter()
-        .zip(mean)
-        .zip(variance)
-        .map(|((&value, &mean), &variance)| {
-            let delta = value - mean;
-            delta * delta / variance.max(min_variance)
-        })
-        .sum();
-    total / values.len().max(1) as f64
 }
 
 /// Learning windows kept for calibration, thinned deterministically to stay under a bound.
@@ -125,46 +107,56 @@ impl CalibrationSample {
     }
 
     /// Held-out scores of the kept windows against `moments` (which include them all): each
-    /// window is scored against the moments without it and without its `radius` neighbours on
-    /// either side, because neighbouring windows of a machine are alike and leaving one out
-    /// alone would score it against its near-twins and make thresholds too low.
-    pub fn held_out_scores(&self, moments: &RunningMoments, min_std: f64, radius: usize) -> Vec<f64> {
-        let dimensions = moments.mean.len();
-        let mut mean = vec![0.0; dimensions];
-        let mut variance = vec![0.0; dimensions];
-        let mut values = vec![0.0; dimensions];
-        let mut block_mean = vec![0.0; dimensions];
-        let mut block_m2 = vec![0.0; dimensions];
+    /// window is scored against the profile learned without it and without its `radius`
+    /// neighbours on either side, because neighbouring windows of a machine are alike and
+    /// leaving one out alone would score it against its near-twins and make thresholds too low.
+    pub fn held_out_scores(&self, moments: &CoMoments, floor: f64, radius: usize) -> Vec<f64> {
+        let dimensions = moments.dimensions();
         let total = moments.count as f64;
+        let mut rest = CoMoments::new(dimensions);
+        let mut block_mean = vec![0.0; dimensions];
+        let mut difference = vec![0.0; dimensions];
+        let mut values = vec![0.0; dimensions];
         (0..self.vectors.len())
-            .map(|index| {
+            .filter_map(|index| {
                 let first = index.saturating_sub(radius);
                 let last = (index + radius).min(self.vectors.len() - 1);
-                // Mean and M2 of the block (exact two-pass over a few vectors).
                 let block = &self.vectors[first..=last];
                 let block_count = block.len() as f64;
+                let rest_count = total - block_count;
+                if rest_count < 2.0 {
+                    return None;
+                }
                 block_mean.iter_mut().for_each(|v| *v = 0.0);
-                block_m2.iter_mut().for_each(|v| *v = 0.0);
                 for vector in block {
                     for (sum, &v) in block_mean.iter_mut().zip(vector) {
                         *sum += f64::from(v) / block_count;
                     }
                 }
-                for vector in block {
-                    for ((m2, &m), &v) in block_m2.iter_mut().zip(&block_mean).zip(vector) {
-                        *m2 += (f64::from(v) - m) * (f64::from(v) - m);
+                // Rest = all - block: means, then co-moments (the block's own about its mean,
+                // and the shift between the two means).
+                for d in 0..dimensions {
+                    rest.mean[d] = (total * moments.mean[d] - block_count * block_mean[d]) / rest_count;
+                    difference[d] = block_mean[d] - rest.mean[d];
+                }
+                rest.comoment.copy_from_slice(&moments.comoment);
+                let shift = block_count * rest_count / total;
+                let mut cell = 0;
+                for row in 0..dimensions {
+                    for column in 0..=row {
+                        let mut own = 0.0;
+                        for vector in block {
+                            own += (f64::from(vector[row]) - block_mean[row])
+                                * (f64::from(vector[column]) - block_mean[column]);
+                        }
+                        rest.comoment[cell] -= own + shift * difference[row] * difference[column];
+                        cell += 1;
                     }
                 }
-                let rest = (total - block_count).max(2.0);
-                for d in 0..dimensions {
-                    let rest_mean = (total * moments.mean[d] - block_count * block_mean[d]) / rest;
-                    let delta = block_mean[d] - rest_mean;
-                    let rest_m2 = (moments.m2[d] - block_m2[d] - delta * delta * block_count * rest / total).max(0.0);
-                    mean[d] = rest_mean;
-                    variance[d] = rest_m2 / (rest - 1.0).max(1.0);
-                }
+                rest.count = rest_count as u64;
+                let mut profile = NormalProfile::from_moments(&rest, floor).ok()?;
                 values.iter_mut().zip(&self.vectors[index]).for_each(|(value, &s)| *value = f64::from(s));
-                score_against(&values, &mean, &variance, min_std * min_std)
+                Some(profile.score(&values))
             })
             .collect()
     }
@@ -178,39 +170,32 @@ impl CalibrationSample {
 mod tests {
     use super::*;
 
-    #[test]
-    fn welford_matches_two_pass_statistics() {
-        let data: Vec<Vec<f64>> = (0..50).map(|i| vec![1e6 + (i as f64 * 0.7).sin(), i as f64]).collect();
-        let mut moments = RunningMoments::new(2);
-        data.iter().for_each(|v| moments.add(v));
-        let profile = NormalProfile::from_moments(&moments, 0.0);
-        let mean0 = data.iter().map(|v| v[0]).sum::<f64>() / 50.0;
-        let var0 = data.iter().map(|v| (v[0] - mean0).powi(2)).sum::<f64>() / 49.0;
-        assert!((profile.mean[0] - mean0).abs() < 1e-9);
-        assert!((profile.variance[0] - var0).abs() / var0 < 1e-9);
+    fn data() -> Vec<Vec<f64>> {
+        (0..30)
+            .map(|i| vec![(i as f64).sqrt(), (i as f64 * 1.3).cos(), (i as f64 * 0.4).sin() + 0.1 * i as f64])
+            .collect()
     }
 
     #[test]
     fn held_out_scores_equal_refitting_without_the_block() {
-        let data: Vec<Vec<f64>> = (0..12).map(|i| vec![(i as f64).sqrt(), (i as f64 * 1.3).cos()]).collect();
-        let mut all = RunningMoments::new(2);
+        let data = data();
+        let mut all = CoMoments::new(3);
         let mut sample = CalibrationSample::new(64);
         for v in &data {
             all.add(v);
             sample.offer(v);
         }
-        let scores = sample.held_out_scores(&all, 0.0, 0);
-        let mut without_first = RunningMoments::new(2);
+        let stored = |i: usize| -> Vec<f64> { data[i].iter().map(|&v| f64::from(v as f32)).collect() };
+        let scores = sample.held_out_scores(&all, 0.01, 0);
+        let mut without_first = CoMoments::new(3);
         data[1..].iter().for_each(|v| without_first.add(v));
-        let refit = NormalProfile::from_moments(&without_first, 0.0);
-        let stored: Vec<f64> = data[0].iter().map(|&v| f64::from(v as f32)).collect();
-        assert!((scores[0] - refit.score(&stored)).abs() < 1e-4, "{} vs {}", scores[0], refit.score(&stored));
-        let blocks = sample.held_out_scores(&all, 0.0, 2);
-        let mut without_block = RunningMoments::new(2);
+        let expected = NormalProfile::from_moments(&without_first, 0.01).unwrap().score(&stored(0));
+        assert!((scores[0] - expected).abs() < 1e-4 * expected, "{} vs {expected}", scores[0]);
+        let blocks = sample.held_out_scores(&all, 0.01, 2);
+        let mut without_block = CoMoments::new(3);
         data.iter().enumerate().filter(|(i, _)| !(3..=7).contains(i)).for_each(|(_, v)| without_block.add(v));
-        let stored: Vec<f64> = data[5].iter().map(|&v| f64::from(v as f32)).collect();
-        let refit = NormalProfile::from_moments(&without_block, 0.0);
-        assert!((blocks[5] - refit.score(&stored)).abs() < 1e-3, "{} vs {}", blocks[5], refit.score(&stored));
+        let expected = NormalProfile::from_moments(&without_block, 0.01).unwrap().score(&stored(5));
+        assert!((blocks[5] - expected).abs() < 1e-3 * expected, "{} vs {expected}", blocks[5]);
     }
 
     #[test]
@@ -227,16 +212,33 @@ mod tests {
     }
 
     #[test]
+    fn a_coherent_change_costs_less_than_the_same_change_in_one_band() {
+        // Two bands that always move together: a joint move is normal, a lone move is not.
+        let mut moments = CoMoments::new(2);
+        for i in 0..200 {
+            let level = (i as f64 * 0.77).sin() * 3.0;
+            moments.add(&[level + (i as f64 * 2.9).cos() * 0.1, level + (i as f64 * 1.3).sin() * 0.1]);
+        }
+        let mut profile = NormalProfile::from_moments(&moments, 0.01).unwrap();
+        let together = profile.score(&[2.0, 2.0]);
+        let alone = profile.score(&[2.0, 0.0]);
+        assert!(alone > 20.0 * together, "alone {alone}, together {together}");
+    }
+
+    #[test]
     fn adaptation_follows_a_shift_slowly() {
-        let mut moments = RunningMoments::new(1);
+        let mut moments = CoMoments::new(2);
         for i in 0..100 {
-            moments.add(&[(i % 2) as f64]);
+            moments.add(&[(i % 2) as f64, ((i / 2) % 2) as f64]);
         }
-        let mut profile = NormalProfile::from_moments(&moments, 0.0);
-        let before = profile.score(&[3.0]);
-        for _ in 0..200 {
-            profile.adapt(&[3.0], 0.01);
+        let mut profile = NormalProfile::from_moments(&moments, 0.01).unwrap();
+        let before = profile.score(&[3.0, 0.5]);
+        let mut once = profile.clone();
+        once.adapt(&[3.0, 0.5], 0.01);
+        assert!(once.score(&[3.0, 0.5]) > before * 0.9, "one window must not move the profile much");
+        for _ in 0..300 {
+            profile.adapt(&[3.0, 0.5], 0.01);
         }
-        assert!(profile.score(&[3.0]) < before / 2.0);
+        assert!(profile.score(&[3.0, 0.5]) < before / 2.0);
     }
 }

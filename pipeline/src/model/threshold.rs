@@ -88,13 +88,39 @@ pub fn log_normal_upper_quantile(scores: &[f64], tail: f64) -> Option<f64> {
     Some((mean + normal_quantile(1.0 - tail) * variance.sqrt()).exp())
 }
 
-/// The threshold that normal scores like these exceed at `false_alarm_rate`. A minute of
+/// Robust distances (median absolute deviations of the log score) above the median beyond
+/// which a calibration score is taken for an outlier: a learning window that caught a
+/// transient (a door, a start-up) must not set the machine's threshold.
+pub const OUTLIER_MADS: f64 = 5.0;
+
+/// The scores without outliers: those whose logarithm lies more than [`OUTLIER_MADS`] scaled
+/// median absolute deviations above the median log score.
+pub fn without_outliers(scores: &[f64]) -> Vec<f64> {
+    let mut logs: Vec<f64> = scores.iter().filter(|&&s| s > 0.0).map(|s| s.ln()).collect();
+    if logs.len() < 4 {
+        return scores.to_vec();
+    }
+    logs.sort_by(f64::total_cmp);
+    let median = logs[logs.len() / 2];
+    let mut deviations: Vec<f64> = logs.iter().map(|l| (l - median).abs()).collect();
+    deviations.sort_by(f64::total_cmp);
+    let spread = 1.4826 * deviations[deviations.len() / 2];
+    if spread <= 0.0 {
+        return scores.to_vec();
+    }
+    let limit = (median + OUTLIER_MADS * spread).exp();
+    scores.iter().copied().filter(|&s| s <= limit).collect()
+}
+
+/// The threshold that normal scores like these exceed at `false_alarm_rate`. A few minutes of
 /// audio cannot tell a gamma tail from a heavier one, so the more cautious of the gamma and
-/// log-normal quantiles is taken (the log-normal's is the higher for right-skewed scores).
+/// log-normal quantiles is taken (the log-normal's is the higher for right-skewed scores), and
+/// never less than the largest score; outliers (see [`without_outliers`]) are left out first.
 pub fn calibrate(scores: &[f64], false_alarm_rate: f64) -> f64 {
+    let scores = without_outliers(scores);
     let largest = scores.iter().copied().fold(0.0f64, f64::max);
-    let gamma = GammaFit::fit(scores).map(|fit| fit.upper_quantile(false_alarm_rate));
-    let log_normal = log_normal_upper_quantile(scores, false_alarm_rate);
+    let gamma = GammaFit::fit(&scores).map(|fit| fit.upper_quantile(false_alarm_rate));
+    let log_normal = log_normal_upper_quantile(&scores, false_alarm_rate);
     match (gamma, log_normal) {
         (Some(gamma), Some(log_normal)) => gamma.max(log_normal).max(largest),
         _ => largest.max(f64::MIN_POSITIVE) * 2.0,
@@ -135,5 +161,17 @@ mod tests {
         let warning = calibrate(&scores, 1e-3);
         let alarm = calibrate(&scores, 1e-5);
         assert!(alarm > warning && warning >= scores.iter().copied().fold(0.0, f64::max));
+    }
+
+    #[test]
+    fn one_wild_learning_window_does_not_set_the_threshold() {
+        let clean: Vec<f64> = (1..=100).map(|i| 1.0 + 0.2 * (i as f64 * 0.61).sin()).collect();
+        let mut with_outlier = clean.clone();
+        with_outlier.push(40.0);
+        let threshold = calibrate(&with_outlier, 1e-3);
+        assert!((threshold - calibrate(&clean, 1e-3)).abs() < 0.05, "{threshold}");
+        assert!(threshold < 2.0);
+        // Within the spread, a high score is not an outlier.
+        assert_eq!(without_outliers(&clean).len(), clean.len());
     }
 }

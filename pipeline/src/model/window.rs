@@ -1,7 +1,15 @@
 //! Pooling frames into windows: the unit that is scored, archived and alerted on.
 //!
-//! A window is `window_frames` consecutive log-mel frames; its statistic is the per-band
-//! mean and standard deviation (dB), accumulated in f64 so long windows stay exact.
+//! A window is `window_frames` consecutive log-mel frames. Per band it yields the mean and
+//! standard deviation (dB, kept in the archive) and a time-weighted pooled level: the band's
+//! values sorted from loudest to quietest and averaged with weights `decay^rank` (global
+//! weighted rank pooling, as TWFR-GMM in DCASE 2022 uses). The mean describes the steady
+//! spectrum; the pooled level leans towards the loud moments, so intermittent sounds (clicks,
+//! rubs, a valve's strokes) that an average would dilute still move it.
+//!
+//! The model does not see all bands: neighbouring mel bands are averaged in groups
+//! ([`WindowFeatures::model_vector`]) so that the profile's covariance has few enough
+//! dimensions to be learned from minutes of audio.
 
 /// The pooled features of one finished window.
 #[derive(Debug, Clone, PartialEq)]
@@ -13,37 +21,89 @@ pub struct WindowFeatures {
     pub mean_db: Vec<f32>,
     /// Per-band standard deviation over the window's frames, dB.
     pub std_db: Vec<f32>,
+    /// Per-band time-weighted pooled level (loudest first, weights `decay^rank`), dB.
+    pub pooled_db: Vec<f32>,
+}
+
+/// How mel bands are grouped into model features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BandGroups {
+    n_mels: usize,
+    group_size: usize,
+}
+
+impl BandGroups {
+    /// Groups `n_mels` bands into at most `max_groups` groups of equal width (the last may
+    /// be narrower).
+    pub fn new(n_mels: usize, max_groups: usize) -> Self {
+        let group_size = n_mels.div_ceil(max_groups.max(1)).max(1);
+        Self { n_mels, group_size }
+    }
+
+    pub fn count(&self) -> usize {
+        self.n_mels.div_ceil(self.group_size)
+    }
+
+    /// The mel bands of group `group`, as a range.
+    pub fn bands(&self, group: usize) -> std::ops::Range<usize> {
+        let start = group * self.group_size;
+        start..(start + self.group_size).min(self.n_mels)
+    }
+
+    /// Model features per window: a mean and a pooled level per group.
+    pub fn dimensions(&self) -> usize {
+        2 * self.count()
+    }
 }
 
 impl WindowFeatures {
-    /// The model's view of the window: means, then standard deviations.
-    pub fn feature_vector(&self, out: &mut Vec<f64>) {
+    /// The model's view of the window: each group's mean level, then each group's pooled level.
+    pub fn model_vector(&self, groups: &BandGroups, out: &mut Vec<f64>) {
         out.clear();
-        out.extend(self.mean_db.iter().map(|&v| f64::from(v)));
-        out.extend(self.std_db.iter().map(|&v| f64::from(v)));
+        for values in [&self.mean_db, &self.pooled_db] {
+            for group in 0..groups.count() {
+                let bands = groups.bands(group);
+                let width = bands.len() as f64;
+                out.push(values[bands].iter().map(|&v| f64::from(v)).sum::<f64>() / width);
+            }
+        }
     }
 }
 
 /// Accumulates frames until a window is complete.
 #[derive(Debug, Clone)]
 pub struct WindowAccumulator {
+    n_mels: usize,
     window_frames: u32,
     frames: u32,
     first_frame: u64,
-    sum: Vec<f64>,
-    sum_squares: Vec<f64>,
+    /// The window's frames so far, frame-major.
+    values: Vec<f32>,
+    /// Normalised rank weights, loudest first.
+    weights: Vec<f64>,
+    column: Vec<f32>,
 }
 
 impl WindowAccumulator {
-    pub fn new(n_mels: usize, window_frames: u32) -> Self {
-        Self { window_frames, frames: 0, first_frame: 0, sum: vec![0.0; n_mels], sum_squares: vec![0.0; n_mels] }
+    pub fn new(n_mels: usize, window_frames: u32, pool_decay: f64) -> Self {
+        let window_frames = window_frames.max(1);
+        let raw: Vec<f64> = (0..window_frames).map(|rank| pool_decay.powi(rank as i32)).collect();
+        let total: f64 = raw.iter().sum();
+        Self {
+            n_mels,
+            window_frames,
+            frames: 0,
+            first_frame: 0,
+            values: Vec::with_capacity(n_mels * window_frames as usize),
+            weights: raw.iter().map(|w| w / total).collect(),
+            column: Vec::with_capacity(window_frames as usize),
+        }
     }
 
     /// Drops a partial window (after a gap in the audio).
     pub fn reset(&mut self) {
         self.frames = 0;
-        self.sum.iter_mut().for_each(|v| *v = 0.0);
-        self.sum_squares.iter_mut().for_each(|v| *v = 0.0);
+        self.values.clear();
     }
 
     /// Whether no frame of the next window has arrived yet.
@@ -56,34 +116,39 @@ impl WindowAccumulator {
         if self.frames == 0 {
             self.first_frame = frame_index;
         }
-        for ((sum, sum_squares), &value) in self.sum.iter_mut().zip(self.sum_squares.iter_mut()).zip(frame_db) {
-            let value = f64::from(value);
-            *sum += value;
-            *sum_squares += value * value;
-        }
+        self.values.extend_from_slice(&frame_db[..self.n_mels]);
         self.frames += 1;
         if self.frames < self.window_frames {
             return None;
         }
-        let count = f64::from(self.frames);
-        let mean_db: Vec<f32> = self.sum.iter().map(|&sum| (sum / count) as f32).collect();
-        let std_db = self
-            .sum
-            .iter()
-            .zip(&self.sum_squares)
-            .map(|(&sum, &sum_squares)| {
-                let mean = sum / count;
-                ((sum_squares / count - mean * mean).max(0.0)).sqrt() as f32
-            })
-            .collect();
-        let window = WindowFeatures { first_frame: self.first_frame, frame_count: self.frames, mean_db, std_db };
+        let window = self.pool();
         self.reset();
         Some(window)
     }
 
+    fn pool(&mut self) -> WindowFeatures {
+        let count = f64::from(self.frames);
+        let mut mean_db = Vec::with_capacity(self.n_mels);
+        let mut std_db = Vec::with_capacity(self.n_mels);
+        let mut pooled_db = Vec::with_capacity(self.n_mels);
+        for band in 0..self.n_mels {
+            self.column.clear();
+            self.column.extend(self.values.iter().skip(band).step_by(self.n_mels));
+            let mean = self.column.iter().map(|&v| f64::from(v)).sum::<f64>() / count;
+            let variance = self.column.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / count;
+            self.column.sort_unstable_by(|a, b| b.total_cmp(a));
+            let pooled: f64 = self.column.iter().zip(&self.weights).map(|(&v, w)| f64::from(v) * w).sum();
+            mean_db.push(mean as f32);
+            std_db.push(variance.sqrt() as f32);
+            pooled_db.push(pooled as f32);
+        }
+        WindowFeatures { first_frame: self.first_frame, frame_count: self.frames, mean_db, std_db, pooled_db }
+    }
+
     /// Bytes of heap this accumulator holds.
     pub fn heap_bytes(&self) -> usize {
-        (self.sum.capacity() + self.sum_squares.capacity()) * std::mem::size_of::<f64>()
+        (self.values.capacity() + self.column.capacity()) * std::mem::size_of::<f32>()
+            + self.weights.capacity() * std::mem::size_of::<f64>()
     }
 }
 
@@ -92,8 +157,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_window_reports_mean_and_population_std_per_band() {
-        let mut accumulator = WindowAccumulator::new(2, 4);
+    fn a_window_reports_mean_population_std_and_rank_pooled_level_per_band() {
+        let mut accumulator = WindowAccumulator::new(2, 4, 0.5);
         let frames = [[1.0, 10.0], [3.0, 10.0], [1.0, 10.0], [3.0, 10.0]];
         let mut done = None;
         for (index, frame) in frames.iter().enumerate() {
@@ -104,5 +169,38 @@ mod tests {
         assert_eq!(window.first_frame, 7);
         assert_eq!(window.mean_db, vec![2.0, 10.0]);
         assert_eq!(window.std_db, vec![1.0, 0.0]);
+        // Sorted 3, 3, 1, 1 with weights 8, 4, 2, 1 over 15.
+        let expected = (3.0 * 12.0 + 1.0 * 3.0) / 15.0;
+        assert!((window.pooled_db[0] - expected as f32).abs() < 1e-6);
+        assert!((window.pooled_db[1] - 10.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn decay_one_pools_to_the_mean_and_a_small_decay_to_the_maximum() {
+        let frames: Vec<[f32; 1]> = (0..8).map(|i| [i as f32]).collect();
+        for (decay, expected) in [(1.0, 3.5), (1e-9, 7.0)] {
+            let mut accumulator = WindowAccumulator::new(1, 8, decay);
+            let window = frames.iter().enumerate().find_map(|(i, f)| accumulator.push(i as u64, f)).unwrap();
+            assert!((window.pooled_db[0] - expected).abs() < 1e-5, "decay {decay}: {}", window.pooled_db[0]);
+        }
+    }
+
+    #[test]
+    fn groups_average_neighbouring_bands() {
+        let groups = BandGroups::new(5, 2);
+        assert_eq!(groups.count(), 2);
+        assert_eq!(groups.bands(1), 3..5);
+        let window = WindowFeatures {
+            first_frame: 0,
+            frame_count: 1,
+            mean_db: vec![1.0, 2.0, 3.0, 4.0, 6.0],
+            std_db: vec![0.0; 5],
+            pooled_db: vec![2.0, 2.0, 2.0, 8.0, 8.0],
+        };
+        let mut vector = Vec::new();
+        window.model_vector(&groups, &mut vector);
+        assert_eq!(vector, vec![2.0, 5.0, 2.0, 8.0]);
+        assert_eq!(BandGroups::new(64, 64).count(), 64);
+        assert_eq!(BandGroups::new(128, 64).bands(63), 126..128);
     }
 }
