@@ -28,6 +28,10 @@ struct Cli {
 enum Command {
     /// Run the streaming pipeline on WAV files or simulated machines.
     Run(commands::run::RunArgs),
+    /// Edge agent: send audio (WAV files, stdin PCM, simulated machines) to Kafka as chunks.
+    Agent(commands::agent::AgentArgs),
+    /// Create the audio, dead-letter and anomaly topics on a Kafka cluster.
+    Topics(commands::topics::TopicsArgs),
     /// Write the log-mel matrix of one WAV file as CSV or .npy.
     Features(commands::features::FeaturesArgs),
     /// Write a corpus of simulated machines as WAV files in the DCASE 2020 layout.
@@ -56,6 +60,8 @@ fn dispatch(cli: Cli) -> Result<()> {
     };
     match cli.command {
         Command::Run(args) => commands::run::execute(args, config),
+        Command::Agent(args) => commands::agent::execute(args, config),
+        Command::Topics(args) => commands::topics::execute(args, config),
         Command::Features(args) => commands::features::execute(args, config),
         Command::Simulate(args) => commands::simulate::execute(args),
         Command::Demo(args) => commands::demo::execute(args, config),

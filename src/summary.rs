@@ -16,6 +16,7 @@ pub struct RunTotals {
     pub windows: u64,
     pub alerts_opened: u64,
     pub events_written: u64,
+    pub dead_letters: u64,
     pub archive_files: usize,
     pub archive_rows: u64,
     pub skipped: Vec<String>,
@@ -37,6 +38,7 @@ impl RunTotals {
             windows: machines.iter().map(|m| m.windows_learned + m.windows_scored).sum(),
             alerts_opened: machines.iter().map(|m| m.alerts_opened).sum(),
             events_written: reports.iter().map(|r| r.events_written).sum(),
+            dead_letters: reports.iter().map(|r| r.dead_letters).sum(),
             archive_files: reports.iter().map(|r| r.archive_files).sum(),
             archive_rows: reports.iter().map(|r| r.archive_rows).sum(),
             max_state_bytes: machines.iter().map(|m| m.state_bytes).max().unwrap_or(0),
@@ -95,6 +97,13 @@ pub fn print_run_summary(out: &mut impl Write, totals: &RunTotals, archive: Opti
             totals.archive_rows,
             totals.archive_files,
             dir.display()
+        )?;
+    }
+    if totals.dead_letters > 0 {
+        writeln!(
+            out,
+            "dead letters: {} record(s) of the audio topic were not chunks (listed below)",
+            totals.dead_letters
         )?;
     }
     if !totals.skipped.is_empty() {

@@ -1,7 +1,9 @@
-//! The anomaly event sink: JSON Lines to a file or to standard output.
+//! The anomaly event sink: JSON Lines to a file or to standard output, or JSON records on the
+//! anomaly topic of Kafka (keyed by machine id).
 //!
-//! One event per line, in the order given, flushed when the caller finishes an epoch so a
-//! reader never sees half an epoch's events after `flush` returns.
+//! One event per line or record, in the order given, flushed when the caller finishes an epoch
+//! so a reader never sees half an epoch's events after `flush` returns (on Kafka, `flush`
+//! returns once the broker acknowledged every record).
 
 use auscult_schemas::AnomalyEvent;
 use std::fs::{File, OpenOptions};
@@ -15,6 +17,8 @@ pub enum EventTarget {
     Stdout,
     /// A file, created or truncated at start.
     File(PathBuf),
+    /// A Kafka topic.
+    Kafka { brokers: String, topic: String },
 }
 
 impl EventTarget {
@@ -35,36 +39,58 @@ pub enum EventSinkError {
     Create { path: PathBuf, source: io::Error },
     #[error("cannot write events to {target}: {source}")]
     Write { target: String, source: io::Error },
+    #[error("anomaly events on Kafka: {0}")]
+    Kafka(#[from] crate::kafka::KafkaTransportError),
 }
 
-/// Writes events as JSON Lines.
-pub struct JsonLinesWriter {
-    out: BufWriter<Box<dyn Write + Send>>,
+/// Where a writer puts its events.
+enum Output {
+    Lines(BufWriter<Box<dyn Write + Send>>),
+    Kafka(crate::kafka::EventProducer),
+}
+
+/// Writes events as JSON Lines or Kafka records.
+pub struct EventWriter {
+    out: Output,
     target: String,
     written: u64,
 }
 
-impl JsonLinesWriter {
-    /// Opens the target (a file is created or truncated).
+impl EventWriter {
+    /// Opens the target (a file is created or truncated; Kafka is connected to).
     pub fn open(target: &EventTarget) -> Result<Self, EventSinkError> {
-        let (sink, name): (Box<dyn Write + Send>, String) = match target {
-            EventTarget::Stdout => (Box::new(io::stdout()), "stdout".to_owned()),
-            EventTarget::File(path) => (Box::new(create(path)?), path.display().to_string()),
+        let lines = |sink: Box<dyn Write + Send>| Output::Lines(BufWriter::new(sink));
+        let (out, name) = match target {
+            EventTarget::Stdout => (lines(Box::new(io::stdout())), "stdout".to_owned()),
+            EventTarget::File(path) => (lines(Box::new(create(path)?)), path.display().to_string()),
+            EventTarget::Kafka { brokers, topic } => (
+                Output::Kafka(crate::kafka::EventProducer::connect(brokers, topic)?),
+                format!("kafka:{topic}@{brokers}"),
+            ),
         };
-        Ok(Self { out: BufWriter::new(sink), target: name, written: 0 })
+        Ok(Self { out, target: name, written: 0 })
     }
 
-    /// Appends one event as one line.
+    /// Appends one event as one line or record.
     pub fn write(&mut self, event: &AnomalyEvent) -> Result<(), EventSinkError> {
         let line = serde_json::to_string(event).expect("events are plain data and always serialize");
-        writeln!(self.out, "{line}").map_err(|source| EventSinkError::Write { target: self.target.clone(), source })?;
+        match &mut self.out {
+            Output::Lines(out) => writeln!(out, "{line}")
+                .map_err(|source| EventSinkError::Write { target: self.target.clone(), source })?,
+            Output::Kafka(producer) => producer.send(event.machine_id.as_str(), &line)?,
+        }
         self.written += 1;
         Ok(())
     }
 
-    /// Pushes everything written so far to the file or stream.
+    /// Pushes everything written so far out; on Kafka, waits for the broker's acknowledgements.
     pub fn flush(&mut self) -> Result<(), EventSinkError> {
-        self.out.flush().map_err(|source| EventSinkError::Write { target: self.target.clone(), source })
+        match &mut self.out {
+            Output::Lines(out) => {
+                out.flush().map_err(|source| EventSinkError::Write { target: self.target.clone(), source })
+            }
+            Output::Kafka(producer) => Ok(producer.flush()?),
+        }
     }
 
     /// Events written so far.
@@ -94,7 +120,7 @@ mod tests {
     fn each_event_is_one_parseable_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("nested/events.jsonl");
-        let mut writer = JsonLinesWriter::open(&EventTarget::File(path.clone())).unwrap();
+        let mut writer = EventWriter::open(&EventTarget::File(path.clone())).unwrap();
         let event = AnomalyEvent {
             schema: EVENT_SCHEMA_ID.to_owned(),
             event_id: "0123456789abcdef".to_owned(),
@@ -122,8 +148,7 @@ mod tests {
 
     #[test]
     fn an_unwritable_path_is_named_in_the_error() {
-        let error =
-            JsonLinesWriter::open(&EventTarget::File(PathBuf::from("/proc/no/such/events.jsonl"))).err().unwrap();
+        let error = EventWriter::open(&EventTarget::File(PathBuf::from("/proc/no/such/events.jsonl"))).err().unwrap();
         assert!(error.to_string().contains("/proc/no/such/events.jsonl"), "{error}");
     }
 }

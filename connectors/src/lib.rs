@@ -1,12 +1,14 @@
 //! auscult's connections to the outside world, one module per system.
 //!
 //! Sources turn audio into [`AudioChunk`](auscult_schemas::AudioChunk)s: [`wav`] files and
-//! folders (with [`layout`] naming machines from paths), and the built-in [`simulator`].
+//! folders (with [`layout`] naming machines from paths), and the built-in [`simulator`];
+//! [`kafka`] carries chunks from edge agents to the pipeline.
 //! Sinks take what the pipeline made: [`events`] writes anomaly events as JSON Lines, and
 //! [`archive`] writes window rows as Hive-partitioned Parquet. Nothing here knows about timely.
 
 pub mod archive;
 pub mod events;
+pub mod kafka;
 pub mod layout;
 pub mod simulator;
 pub mod wav;

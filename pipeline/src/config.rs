@@ -17,6 +17,7 @@ pub struct Config {
     pub alerts: AlertConfig,
     pub stream: StreamConfig,
     pub archive: ArchiveSettings,
+    pub kafka: KafkaConfig,
 }
 
 /// How audio becomes log-mel frames (librosa's parameter names).
@@ -176,6 +177,38 @@ pub struct ArchiveSettings {
 impl Default for ArchiveSettings {
     fn default() -> Self {
         Self { roll_epochs: 6, max_rows_per_file: 250_000, zstd_level: 3 }
+    }
+}
+
+/// Where the Kafka deployment's topics are and how an edge agent buffers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers, `host:port[,host:port...]` (`--brokers` overrides).
+    pub brokers: String,
+    /// Audio chunks from edge agents, keyed by machine id.
+    pub audio_topic: String,
+    /// Chunks the pipeline refused, with a header saying why.
+    pub dlq_topic: String,
+    /// Anomaly events, keyed by machine id.
+    pub anomalies_topic: String,
+    /// Most bytes an agent buffers while the broker is away (then it drops and says so).
+    pub agent_buffer_bytes: usize,
+    /// How long an agent keeps retrying one chunk before counting it failed, s: long enough to
+    /// ride out a broker restart.
+    pub agent_delivery_timeout_s: u64,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "localhost:9092".to_owned(),
+            audio_topic: "auscult.audio".to_owned(),
+            dlq_topic: "auscult.audio.dlq".to_owned(),
+            anomalies_topic: "auscult.anomalies".to_owned(),
+            agent_buffer_bytes: 64 * 1024 * 1024,
+            agent_delivery_timeout_s: 300,
+        }
     }
 }
 

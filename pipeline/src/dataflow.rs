@@ -1,12 +1,13 @@
 //! The timely dataflow, top to bottom: this is the one file where the graph is assembled.
 //!
 //! ```text
-//!  worker input (owned machines, epoch by epoch of capture time)
+//!  worker input: its machines of files or the simulator, epoch by epoch of capture time,
+//!                or its share of the Kafka audio topic's partitions (bad records -> DLQ)
 //!    -> Exchange(placement of machine_id)      one worker owns each machine's state
 //!    -> "MachineMonitors"                       order by (machine, sequence) per epoch; decode,
 //!                                               log-mel, window, learn/score, alerts
 //!    -> windows  -> "ArchiveSink"  (each worker)    Parquet, a batch per `roll_epochs`, at the frontier
-//!    -> events   -> Exchange(0) -> "EventSink"      JSON Lines, sorted, flushed per epoch
+//!    -> events   -> Exchange(0) -> "EventSink"      JSON Lines or the anomaly topic, sorted, flushed per epoch
 //! ```
 //!
 //! The timely timestamp is an epoch: `capture_time / epoch_ms`. Operators buffer per epoch and
@@ -16,9 +17,10 @@
 
 use crate::config::Config;
 use crate::model::{MachineMonitor, MonitorOutput};
-use crate::sources::{MachineStream, SourcePlan};
+use crate::sources::{KafkaSource, MachineStream, Placement, SourcePlan};
 use auscult_connectors::archive::{ArchiveConfig, ArchiveWriter};
-use auscult_connectors::events::{EventTarget, JsonLinesWriter};
+use auscult_connectors::events::{EventTarget, EventWriter};
+use auscult_connectors::kafka::{ChunkConsumer, ConsumerSettings};
 use auscult_schemas::{AnomalyEvent, AudioChunk, BandDeviation, MachineId, MachineType, WindowRecord};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
@@ -26,6 +28,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::vec::Map;
@@ -36,6 +39,9 @@ use timely::worker::Worker;
 /// How many epochs a worker's input may run ahead of what its monitors have finished:
 /// bounds the audio buffered in flight.
 const EPOCHS_IN_FLIGHT: u64 = 2;
+/// How long one Kafka poll waits for records, and how many it takes at most.
+const KAFKA_POLL_WAIT: Duration = Duration::from_millis(100);
+const KAFKA_POLL_RECORDS: usize = 512;
 
 /// Everything one run needs.
 #[derive(Clone)]
@@ -84,6 +90,8 @@ pub struct WorkerReport {
     pub archive_files: usize,
     pub archive_rows: u64,
     pub events_written: u64,
+    /// Records of the audio topic sent to the dead-letter topic.
+    pub dead_letters: u64,
     /// Sink failures (archive or event output); a run with any is a failed run.
     pub sink_errors: Vec<String>,
 }
@@ -114,7 +122,7 @@ fn run_worker(worker: &mut Worker, plan: &RunPlan) -> WorkerReport {
     let epoch_us = i64::try_from(config.stream.epoch_ms.saturating_mul(1000)).unwrap_or(i64::MAX).max(1);
     let state = Rc::new(RefCell::new(WorkerState::default()));
     state.borrow_mut().report.worker = index;
-    let mut input = InputHandle::<u64, CapacityContainerBuilder<Vec<AudioChunk>>>::new();
+    let mut input = ChunkInput::new();
     let probe = ProbeHandle::new();
     let placement = Arc::new(plan.source.placement(peers));
 
@@ -200,7 +208,7 @@ fn run_worker(worker: &mut Worker, plan: &RunPlan) -> WorkerReport {
             });
         }
         let event_target = plan.events.clone().filter(|_| index == 0);
-        let mut event_writer = event_target.map(|target| JsonLinesWriter::open(&target));
+        let mut event_writer = event_target.map(|target| EventWriter::open(&target));
         let state = Rc::clone(&state);
         let mut by_epoch: BTreeMap<u64, Vec<AnomalyEvent>> = BTreeMap::new();
         events.sink(Exchange::new(|_event: &AnomalyEvent| 0), "EventSink", move |(input, frontier)| {
@@ -234,11 +242,59 @@ fn run_worker(worker: &mut Worker, plan: &RunPlan) -> WorkerReport {
         });
     });
 
-    // The driver: feed this worker's machines epoch by epoch of capture time, never more than
-    // `EPOCHS_IN_FLIGHT` ahead of what the monitors have finished.
+    match &plan.source {
+        SourcePlan::Kafka(source) => drive_from_kafka(worker, &mut input, &probe, &state, source, epoch_us),
+        _ => drive_from_plan(worker, &mut input, &probe, &state, plan, &placement, epoch_us),
+    }
+    input.close();
+    while worker.step_or_park(None) {}
+
+    let mut state = state.borrow_mut();
+    let WorkerState { monitors, report } = &mut *state;
+    let mut machines: Vec<MachineSummary> = monitors
+        .values()
+        .map(|monitor| {
+            let stats = monitor.stats();
+            let rate = monitor.feature_settings().map_or(1.0, |settings| f64::from(settings.sample_rate_hz));
+            MachineSummary {
+                machine_id: monitor.machine_id().clone(),
+                machine_type: monitor.machine_type().clone(),
+                audio_s: stats.samples as f64 / rate,
+                learned_audio_s: monitor.learned_audio_s(),
+                windows_learned: stats.windows_learned,
+                windows_scored: stats.windows_scored,
+                alerts_opened: stats.alerts_opened,
+                gaps: stats.gaps,
+                duplicates: stats.duplicates,
+                warning_threshold: monitor.thresholds().map(|(warning, _)| warning),
+                state_bytes: monitor.heap_bytes(),
+                last_alert_bands: monitor.last_alert_bands().to_vec(),
+            }
+        })
+        .collect();
+    machines.sort_by(|a, b| a.machine_id.cmp(&b.machine_id));
+    report.machines = machines;
+    std::mem::take(report)
+}
+
+type ChunkInput = InputHandle<u64, CapacityContainerBuilder<Vec<AudioChunk>>>;
+
+/// Feeds this worker's machines of a file or simulator plan epoch by epoch of capture time,
+/// never more than `EPOCHS_IN_FLIGHT` ahead of what the monitors have finished.
+fn drive_from_plan(
+    worker: &mut Worker,
+    input: &mut ChunkInput,
+    probe: &ProbeHandle<u64>,
+    state: &Rc<RefCell<WorkerState>>,
+    plan: &RunPlan,
+    placement: &Placement,
+    epoch_us: i64,
+) {
+    let index = worker.index();
+    let config = &plan.config;
     let mut streams: Vec<(MachineStream, Option<AudioChunk>)> = plan
         .source
-        .open_for_worker(index, &placement, config.stream.chunk_ms, config.start_time_us())
+        .open_for_worker(index, placement, config.stream.chunk_ms, config.start_time_us())
         .into_iter()
         .map(|stream| (stream, None))
         .collect();
@@ -290,35 +346,71 @@ fn run_worker(worker: &mut Worker, plan: &RunPlan) -> WorkerReport {
             worker.step();
         }
     }
-    input.close();
-    while worker.step_or_park(None) {}
+}
 
-    let mut state = state.borrow_mut();
-    let WorkerState { monitors, report } = &mut *state;
-    let mut machines: Vec<MachineSummary> = monitors
-        .values()
-        .map(|monitor| {
-            let stats = monitor.stats();
-            let rate = monitor.feature_settings().map_or(1.0, |settings| f64::from(settings.sample_rate_hz));
-            MachineSummary {
-                machine_id: monitor.machine_id().clone(),
-                machine_type: monitor.machine_type().clone(),
-                audio_s: stats.samples as f64 / rate,
-                learned_audio_s: monitor.learned_audio_s(),
-                windows_learned: stats.windows_learned,
-                windows_scored: stats.windows_scored,
-                alerts_opened: stats.alerts_opened,
-                gaps: stats.gaps,
-                duplicates: stats.duplicates,
-                warning_threshold: monitor.thresholds().map(|(warning, _)| warning),
-                state_bytes: monitor.heap_bytes(),
-                last_alert_bands: monitor.last_alert_bands().to_vec(),
+/// Feeds this worker's share of the audio topic. Chunks enter at the current epoch, which
+/// follows the newest capture time seen less one epoch of allowed lateness, and catches up
+/// whenever the topic is read to its end; a late chunk is processed in a later epoch, never
+/// lost, and a machine's chunks (one partition) keep their order.
+fn drive_from_kafka(
+    worker: &mut Worker,
+    input: &mut ChunkInput,
+    probe: &ProbeHandle<u64>,
+    state: &Rc<RefCell<WorkerState>>,
+    source: &KafkaSource,
+    epoch_us: i64,
+) {
+    let settings = ConsumerSettings {
+        brokers: source.brokers.clone(),
+        topic: source.topic.clone(),
+        dlq_topic: source.dlq_topic.clone(),
+        group_id: source.group_id.clone(),
+        worker_index: worker.index(),
+        workers: worker.peers(),
+    };
+    let mut consumer = match ChunkConsumer::connect(settings) {
+        Ok(consumer) => consumer,
+        Err(error) => {
+            state.borrow_mut().report.sink_errors.push(error.to_string());
+            return;
+        }
+    };
+    let mut newest_epoch = 0u64;
+    let mut last_arrival = Instant::now();
+    loop {
+        let polled = consumer.poll(KAFKA_POLL_WAIT, KAFKA_POLL_RECORDS);
+        if !polled.chunks.is_empty() {
+            last_arrival = Instant::now();
+        }
+        {
+            let mut state = state.borrow_mut();
+            for line in polled.rejected {
+                tracing::warn!(worker = worker.index(), "dead letter: {line}");
+                state.report.dead_letters += 1;
+                state.report.skipped.push(line);
             }
-        })
-        .collect();
-    machines.sort_by(|a, b| a.machine_id.cmp(&b.machine_id));
-    report.machines = machines;
-    std::mem::take(report)
+            state.report.chunks_read += polled.chunks.len() as u64;
+        }
+        for chunk in polled.chunks {
+            newest_epoch = newest_epoch.max(epoch_of(chunk.capture_start_us, epoch_us));
+            input.send(chunk);
+        }
+        let target = if polled.caught_up { newest_epoch + 1 } else { newest_epoch.saturating_sub(1) };
+        if target > *input.time() {
+            input.advance_to(target);
+        }
+        worker.step();
+        let allowed = input.time().saturating_sub(EPOCHS_IN_FLIGHT);
+        while probe.less_than(&allowed) {
+            worker.step();
+        }
+        if polled.caught_up && source.stop_when_idle.is_some_and(|idle| last_arrival.elapsed() >= idle) {
+            break;
+        }
+    }
+    if let Err(error) = consumer.flush_dead_letters(Duration::from_secs(30)) {
+        state.borrow_mut().report.sink_errors.push(format!("dead letters not acknowledged: {error}"));
+    }
 }
 
 /// The work of "MachineMonitors" for one finished epoch: its chunks in (machine, sequence)

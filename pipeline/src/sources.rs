@@ -20,6 +20,20 @@ pub enum SourcePlan {
     Files { machines: Vec<MachineFiles> },
     /// Simulated machines, each producing `duration_s` seconds of audio.
     Simulated { machines: Vec<SimulatedMachineSpec>, duration_s: f64 },
+    /// The audio topic of a Kafka cluster; machines are whoever sends.
+    Kafka(KafkaSource),
+}
+
+/// Where a Kafka-fed run reads and when it stops.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KafkaSource {
+    pub brokers: String,
+    pub topic: String,
+    pub dlq_topic: String,
+    pub group_id: String,
+    /// Stop once every partition is read to its end and nothing arrived for this long
+    /// (`None`: run until stopped).
+    pub stop_when_idle: Option<std::time::Duration>,
 }
 
 impl SourcePlan {
@@ -28,6 +42,7 @@ impl SourcePlan {
         match self {
             SourcePlan::Files { machines } => machines.len(),
             SourcePlan::Simulated { machines, .. } => machines.len(),
+            SourcePlan::Kafka(_) => 0,
         }
     }
 
@@ -45,6 +60,7 @@ impl SourcePlan {
                 })
                 .collect(),
             SourcePlan::Simulated { machines, .. } => machines.iter().map(|spec| (1, &spec.machine_id)).collect(),
+            SourcePlan::Kafka(_) => Vec::new(),
         };
         loads.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
         let peers = peers.max(1);
@@ -90,6 +106,7 @@ impl SourcePlan {
                     }
                 })
                 .collect(),
+            SourcePlan::Kafka(_) => Vec::new(),
         }
     }
 }

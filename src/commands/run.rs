@@ -1,4 +1,4 @@
-//! `auscult run`: the streaming pipeline on WAV files or simulated machines.
+//! `auscult run`: the streaming pipeline on WAV files, simulated machines or a Kafka topic.
 
 use crate::summary::{print_run_summary, RunTotals};
 use anyhow::{bail, Context, Result};
@@ -6,7 +6,7 @@ use auscult_connectors::events::EventTarget;
 use auscult_connectors::layout::discover;
 use auscult_connectors::simulator::{fleet, FleetSpec};
 use auscult_pipeline::dataflow::{run, RunPlan, WorkerReport};
-use auscult_pipeline::sources::SourcePlan;
+use auscult_pipeline::sources::{KafkaSource, SourcePlan};
 use auscult_pipeline::Config;
 use clap::Args;
 use std::path::PathBuf;
@@ -95,7 +95,7 @@ impl ModelOverrides {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// A folder of WAV files (DCASE or MIMII layout, or with a manifest.csv).
-    #[arg(long, required_unless_present = "simulate", conflicts_with = "simulate")]
+    #[arg(long, required_unless_present_any = ["simulate", "brokers"], conflicts_with = "simulate")]
     pub input: Option<PathBuf>,
     /// Simulate this many machines instead (a quarter of them develop a fault 100 s after learning).
     #[arg(long, value_name = "N")]
@@ -109,9 +109,19 @@ pub struct RunArgs {
     /// Signal-to-noise ratio of simulated machines over factory background, dB.
     #[arg(long, default_value_t = 6.0)]
     pub snr: f64,
-    /// Anomaly events as JSON Lines: a file, or - for standard output (the default).
-    #[arg(long, default_value = "-")]
-    pub events: String,
+    /// Consume audio chunks from the Kafka audio topic on these brokers (`host:port,...`);
+    /// events then go to the anomaly topic unless --events is given.
+    #[arg(long, conflicts_with_all = ["input", "simulate"])]
+    pub brokers: Option<String>,
+    /// Consumer group of the pipeline (offsets are kept per group).
+    #[arg(long, default_value = "auscult-pipeline")]
+    pub group: String,
+    /// With --brokers: stop once the topic is read to its end and idle for this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    pub stop_when_idle: Option<f64>,
+    /// Anomaly events as JSON Lines: a file, or - for standard output (the default without --brokers).
+    #[arg(long)]
+    pub events: Option<String>,
     /// Root folder of the Parquet archive (none if absent).
     #[arg(long)]
     pub archive: Option<PathBuf>,
@@ -152,10 +162,25 @@ pub fn execute(args: RunArgs, mut config: Config) -> Result<()> {
             };
             SourcePlan::Simulated { machines: fleet(&spec), duration_s: args.duration }
         }
-        (None, None) => bail!("give --input DIR or --simulate N"),
+        (None, None) => match &args.brokers {
+            Some(brokers) => SourcePlan::Kafka(KafkaSource {
+                brokers: brokers.clone(),
+                topic: config.kafka.audio_topic.clone(),
+                dlq_topic: config.kafka.dlq_topic.clone(),
+                group_id: args.group.clone(),
+                stop_when_idle: args.stop_when_idle.map(|s| std::time::Duration::from_secs_f64(s.max(0.0))),
+            }),
+            None => bail!("give --input DIR, --simulate N or --brokers HOST:PORT"),
+        },
     };
-    let plan =
-        RunPlan { config, source, events: Some(EventTarget::parse(&args.events)), archive_dir: args.archive.clone() };
+    let events = match (&args.events, &args.brokers) {
+        (Some(text), _) => EventTarget::parse(text),
+        (None, Some(brokers)) => {
+            EventTarget::Kafka { brokers: brokers.clone(), topic: config.kafka.anomalies_topic.clone() }
+        }
+        (None, None) => EventTarget::Stdout,
+    };
+    let plan = RunPlan { config, source, events: Some(events), archive_dir: args.archive.clone() };
     let started = Instant::now();
     let reports = run(plan, args.cluster.timely_args()).map_err(anyhow::Error::msg).context("the dataflow failed")?;
     let totals = RunTotals::new(&reports, skipped, started.elapsed());

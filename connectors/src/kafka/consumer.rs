@@ -1,0 +1,180 @@
+//! Consuming audio chunks from Kafka, with dead letters for what cannot be used.
+//!
+//! Each pipeline worker reads a deterministic share of the audio topic's partitions
+//! (partition `p` belongs to worker `p mod workers`), so no two workers read one partition and
+//! every partition is read, in every process of a cluster. A record that is not a valid chunk
+//! (undecodable, another schema version, no key or a key that is not its machine, absurd
+//! values, oversized) is copied to the dead-letter topic with its original key and value and
+//! an `auscult-error` header saying why, and the stream goes on.
+
+use super::producer::KafkaTransportError;
+use auscult_schemas::chunk::MAX_PAYLOAD_BYTES;
+use auscult_schemas::{AudioChunk, ChunkOrigin};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+use std::time::Duration;
+
+/// Header of a dead letter saying why the record was refused.
+pub const HEADER_ERROR: &str = "auscult-error";
+/// Header of a dead letter saying where the record was read (`topic/partition@offset`).
+pub const HEADER_SOURCE: &str = "auscult-source";
+
+/// Which share of which topic a worker reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsumerSettings {
+    pub brokers: String,
+    pub topic: String,
+    pub dlq_topic: String,
+    pub group_id: String,
+    pub worker_index: usize,
+    pub workers: usize,
+}
+
+/// What one poll brought.
+#[derive(Debug, Default)]
+pub struct Polled {
+    pub chunks: Vec<AudioChunk>,
+    /// One line per record sent to the dead-letter topic.
+    pub rejected: Vec<String>,
+    /// Whether every assigned partition has been read to its end.
+    pub caught_up: bool,
+}
+
+/// One worker's reader of the audio topic.
+pub struct ChunkConsumer {
+    consumer: BaseConsumer,
+    dead_letters: ThreadedProducer<DefaultProducerContext>,
+    settings: ConsumerSettings,
+    partitions: Vec<i32>,
+    at_end: Vec<bool>,
+}
+
+impl ChunkConsumer {
+    /// Connects and assigns this worker's partitions, from the group's committed offsets or,
+    /// without any, from the beginning.
+    pub fn connect(settings: ConsumerSettings) -> Result<Self, KafkaTransportError> {
+        let create = |source| KafkaTransportError::Create { brokers: settings.brokers.clone(), source };
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &settings.brokers)
+            .set("group.id", &settings.group_id)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "true")
+            .set("fetch.message.max.bytes", (MAX_PAYLOAD_BYTES + 64 * 1024).to_string())
+            .create()
+            .map_err(create)?;
+        let metadata = consumer.fetch_metadata(Some(&settings.topic), Duration::from_secs(10)).map_err(create)?;
+        let mut partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .filter(|topic| topic.name() == settings.topic)
+            .flat_map(|topic| topic.partitions().iter().map(|partition| partition.id()))
+            .collect();
+        partitions.sort_unstable();
+        if partitions.is_empty() {
+            return Err(KafkaTransportError::NoSuchTopic { brokers: settings.brokers.clone(), topic: settings.topic });
+        }
+        let workers = settings.workers.max(1);
+        partitions.retain(|partition| (*partition as usize) % workers == settings.worker_index % workers);
+        let mut assignment = TopicPartitionList::new();
+        for partition in &partitions {
+            assignment.add_partition_offset(&settings.topic, *partition, Offset::Stored).map_err(create)?;
+        }
+        consumer.assign(&assignment).map_err(create)?;
+        let dead_letters = ClientConfig::new()
+            .set("bootstrap.servers", &settings.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .create()
+            .map_err(create)?;
+        let at_end = vec![partitions.is_empty(); partitions.len()];
+        Ok(Self { consumer, dead_letters, settings, partitions, at_end })
+    }
+
+    /// The partitions this worker reads.
+    pub fn partitions(&self) -> &[i32] {
+        &self.partitions
+    }
+
+    /// Takes what arrives within `timeout` (at most `max_records` records).
+    pub fn poll(&mut self, timeout: Duration, max_records: usize) -> Polled {
+        let mut polled = Polled::default();
+        let mut wait = timeout;
+        for _ in 0..max_records {
+            match self.consumer.poll(wait) {
+                None => break,
+                Some(Ok(message)) => {
+                    mark(&self.partitions, &mut self.at_end, message.partition(), false);
+                    match chunk_of(&message) {
+                        Ok(chunk) => polled.chunks.push(chunk),
+                        Err(reason) => polled.rejected.push(self.dead_letter(&message, &reason)),
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(partition))) => {
+                    mark(&self.partitions, &mut self.at_end, partition, true)
+                }
+                Some(Err(error)) => {
+                    tracing::warn!(topic = %self.settings.topic, "Kafka consumer: {error}");
+                    break;
+                }
+            }
+            wait = Duration::ZERO;
+        }
+        polled.caught_up = self.at_end.iter().all(|&end| end);
+        polled
+    }
+
+    /// Copies a refused record to the dead-letter topic; returns the one-line reason.
+    fn dead_letter(&self, message: &BorrowedMessage<'_>, reason: &str) -> String {
+        let source = format!("{}/{}@{}", message.topic(), message.partition(), message.offset());
+        let line = format!("kafka:{source}: {reason}");
+        let headers = OwnedHeaders::new_with_capacity(2)
+            .insert(Header { key: HEADER_ERROR, value: Some(reason) })
+            .insert(Header { key: HEADER_SOURCE, value: Some(source.as_str()) });
+        let mut record: BaseRecord<'_, [u8], [u8]> =
+            BaseRecord::to(&self.settings.dlq_topic).payload(message.payload().unwrap_or_default()).headers(headers);
+        if let Some(key) = message.key() {
+            record = record.key(key);
+        }
+        if let Err((error, _)) = self.dead_letters.send(record) {
+            tracing::error!("{line}; and it could not be sent to {}: {error}", self.settings.dlq_topic);
+        }
+        line
+    }
+
+    /// Waits until the dead letters sent so far are acknowledged.
+    pub fn flush_dead_letters(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.dead_letters.flush(timeout)
+    }
+}
+
+/// Records whether `partition` has been read to its end.
+fn mark(partitions: &[i32], at_end: &mut [bool], partition: i32, end: bool) {
+    if let Some(index) = partitions.iter().position(|&p| p == partition) {
+        at_end[index] = end;
+    }
+}
+
+/// The chunk a record holds, or why it holds none.
+fn chunk_of(message: &BorrowedMessage<'_>) -> Result<AudioChunk, String> {
+    let origin = ChunkOrigin::Kafka {
+        topic: message.topic().to_owned(),
+        partition: message.partition(),
+        offset: message.offset(),
+    };
+    let value = message.payload().ok_or_else(|| "the record has no value".to_owned())?;
+    let chunk = AudioChunk::decode(value, origin).map_err(|error| error.to_string())?;
+    match message.key() {
+        None => Err(format!("the record has no key; it must be the machine id {}", chunk.machine_id)),
+        Some(key) if key != chunk.machine_id.as_str().as_bytes() => Err(format!(
+            "the record's key '{}' is not its machine id {}",
+            String::from_utf8_lossy(key),
+            chunk.machine_id
+        )),
+        Some(_) => Ok(chunk),
+    }
+}

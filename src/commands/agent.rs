@@ -1,0 +1,306 @@
+//! `auscult agent`: the edge agent. Cuts audio (WAV files, raw PCM on stdin, or simulated
+//! machines) into chunks and produces them to the audio topic, keyed by machine id, paced at
+//! real time or faster, and says at the end what was delivered, failed or dropped.
+
+use anyhow::{bail, Context, Result};
+use auscult_connectors::kafka::{ChunkProducer, DeliveryReport, ProducerSettings};
+use auscult_connectors::layout::discover;
+use auscult_connectors::simulator::{fleet, FleetSpec};
+use auscult_pipeline::sources::{MachineStream, SourcePlan};
+use auscult_pipeline::Config;
+use auscult_schemas::{AudioChunk, ChunkOrigin, MachineId, MachineType, SampleFormat};
+use clap::Args;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::run::FAULT_AFTER_LEARNING_S;
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Kafka bootstrap brokers (default: `kafka.brokers` of the configuration).
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// Topic to produce to (default: `kafka.audio_topic`, auscult.audio).
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// Replay WAV files: a folder in the DCASE or MIMII layout, or with a manifest.csv.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["simulate", "stdin"])]
+    pub input: Option<PathBuf>,
+    /// Simulate this many machines (a quarter develop a fault 100 s after learning).
+    #[arg(long, value_name = "N", conflicts_with = "stdin")]
+    pub simulate: Option<usize>,
+    /// Read raw interleaved PCM from standard input (e.g. from `arecord -t raw`).
+    #[arg(long, requires_all = ["machine_id", "machine_type"])]
+    pub stdin: bool,
+    /// Machine id of the audio on stdin.
+    #[arg(long)]
+    pub machine_id: Option<String>,
+    /// Machine type of the audio on stdin.
+    #[arg(long)]
+    pub machine_type: Option<String>,
+    /// Sample rate of the audio on stdin, Hz.
+    #[arg(long, default_value_t = 16_000)]
+    pub rate: u32,
+    /// Channels of the audio on stdin.
+    #[arg(long, default_value_t = 1)]
+    pub channels: u16,
+    /// Sample format of the audio on stdin: u8, s16le, s24le, s32le or f32le.
+    #[arg(long, default_value = "s16le", value_parser = parse_format)]
+    pub format: SampleFormat,
+    /// Seconds of audio per simulated machine.
+    #[arg(long, default_value_t = 60.0)]
+    pub duration: f64,
+    /// Simulator seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Simulated machines' signal over background, dB.
+    #[arg(long, default_value_t = 6.0)]
+    pub snr: f64,
+    /// Replay speed: 1 is real time, 10 ten times faster, 0 as fast as the broker takes it.
+    #[arg(long, default_value_t = 1.0)]
+    pub speed: f64,
+    /// Capture time of the first sample (RFC 3339); default: now.
+    #[arg(long)]
+    pub start_time: Option<String>,
+}
+
+fn parse_format(text: &str) -> Result<SampleFormat, String> {
+    match text {
+        "u8" => Ok(SampleFormat::U8),
+        "s16le" | "S16_LE" => Ok(SampleFormat::S16le),
+        "s24le" | "S24_3LE" => Ok(SampleFormat::S24le),
+        "s32le" | "S32_LE" => Ok(SampleFormat::S32le),
+        "f32le" | "FLOAT_LE" => Ok(SampleFormat::F32le),
+        other => Err(format!("unknown sample format '{other}' (u8, s16le, s24le, s32le, f32le)")),
+    }
+}
+
+/// Chunks sent per machine, for the final report.
+type SentPerMachine = BTreeMap<String, u64>;
+
+pub fn execute(args: AgentArgs, config: Config) -> Result<()> {
+    if !(args.speed >= 0.0 && args.speed.is_finite()) {
+        bail!("--speed {} is not allowed: give 0 (as fast as possible) or a positive factor", args.speed);
+    }
+    let start_time_us = match &args.start_time {
+        Some(text) => auscult_schemas::time::parse_rfc3339(text)
+            .with_context(|| format!("--start-time {text} is not RFC 3339 (e.g. 2026-01-01T00:00:00Z)"))?,
+        None => now_us(),
+    };
+    let kafka = &config.kafka;
+    let settings = ProducerSettings {
+        brokers: args.brokers.clone().unwrap_or_else(|| kafka.brokers.clone()),
+        topic: args.topic.clone().unwrap_or_else(|| kafka.audio_topic.clone()),
+        client_id: "auscult-agent".to_owned(),
+        buffer_max_bytes: kafka.agent_buffer_bytes,
+        full_buffer_wait: Duration::from_secs(1),
+        delivery_timeout: Duration::from_secs(kafka.agent_delivery_timeout_s),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop)).context("cannot install a signal handler")?;
+    }
+    let mut producer = ChunkProducer::connect(settings.clone())?;
+    eprintln!("auscult agent: producing to {} on {}", settings.topic, settings.brokers);
+    let pacer = Pacer { started: Instant::now(), start_time_us, speed: args.speed };
+    let mut sent = SentPerMachine::new();
+    let chunk_ms = config.stream.chunk_ms;
+    if args.stdin {
+        let machine_id = MachineId::new(args.machine_id.clone().unwrap_or_default())
+            .map_err(|error| anyhow::anyhow!("--machine-id: {error}"))?;
+        let machine_type = MachineType::new(args.machine_type.clone().unwrap_or_default())
+            .map_err(|error| anyhow::anyhow!("--machine-type: {error}"))?;
+        let stdin = StdinSource { machine_id, machine_type, args: &args, chunk_ms, start_time_us };
+        stdin.send_all(&mut producer, &stop, &mut sent)?;
+    } else {
+        let plan = plan(&args, &config)?;
+        let mut streams = plan.open_for_worker(0, &plan.placement(1), chunk_ms, start_time_us);
+        send_streams(&mut streams, &mut producer, &pacer, &stop, &mut sent)?;
+    }
+    if stop.load(Ordering::Relaxed) {
+        eprintln!("auscult agent: stopping on a signal; flushing what was sent");
+    }
+    let report = producer.flush(Duration::from_secs(30));
+    print_report(&sent, &report);
+    if report.failed + report.dropped + report.unflushed > 0 {
+        bail!(
+            "{} chunk(s) not delivered: {} failed, {} dropped (buffer full), {} unacknowledged at exit{}",
+            report.failed + report.dropped + report.unflushed,
+            report.failed,
+            report.dropped,
+            report.unflushed,
+            report.last_error.map(|error| format!("; last error: {error}")).unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+fn plan(args: &AgentArgs, config: &Config) -> Result<SourcePlan> {
+    match (&args.input, args.simulate) {
+        (Some(dir), _) => {
+            let discovery = discover(dir)?;
+            for note in &discovery.skipped {
+                eprintln!("skipped: {note}");
+            }
+            if discovery.machines.is_empty() {
+                bail!("{}: no WAV files of any machine found", dir.display());
+            }
+            Ok(SourcePlan::Files { machines: discovery.machines })
+        }
+        (None, Some(machines)) => {
+            let spec = FleetSpec {
+                machines,
+                seed: args.seed,
+                snr_db: args.snr,
+                fault_onset_s: config.model.learning_s + FAULT_AFTER_LEARNING_S,
+                ..FleetSpec::default()
+            };
+            Ok(SourcePlan::Simulated { machines: fleet(&spec), duration_s: args.duration })
+        }
+        (None, None) => bail!("give --input DIR, --simulate N or --stdin"),
+    }
+}
+
+/// Sends every machine's chunks, interleaved in capture-time order.
+fn send_streams(
+    streams: &mut [MachineStream],
+    producer: &mut ChunkProducer,
+    pacer: &Pacer,
+    stop: &AtomicBool,
+    sent: &mut SentPerMachine,
+) -> Result<()> {
+    let mut heads: Vec<Option<AudioChunk>> = streams.iter_mut().map(next_valid).collect();
+    while !stop.load(Ordering::Relaxed) {
+        let Some(index) = heads
+            .iter()
+            .enumerate()
+            .filter_map(|(index, head)| head.as_ref().map(|chunk| (chunk.capture_start_us, index)))
+            .min()
+            .map(|(_, index)| index)
+        else {
+            break;
+        };
+        let chunk = heads[index].take().expect("picked a present head");
+        pacer.wait_for(chunk.capture_start_us, stop);
+        if producer.send(&chunk)? {
+            *sent.entry(chunk.machine_id.to_string()).or_default() += 1;
+        }
+        heads[index] = next_valid(&mut streams[index]);
+    }
+    Ok(())
+}
+
+/// The stream's next chunk; unreadable input is reported in one line and skipped.
+fn next_valid(stream: &mut MachineStream) -> Option<AudioChunk> {
+    loop {
+        match stream.next_chunk()? {
+            Ok(chunk) => return Some(chunk),
+            Err(error) => eprintln!("skipped: {error}"),
+        }
+    }
+}
+
+/// Raw PCM from standard input, one machine.
+struct StdinSource<'a> {
+    machine_id: MachineId,
+    machine_type: MachineType,
+    args: &'a AgentArgs,
+    chunk_ms: u32,
+    start_time_us: i64,
+}
+
+impl StdinSource<'_> {
+    fn send_all(&self, producer: &mut ChunkProducer, stop: &AtomicBool, sent: &mut SentPerMachine) -> Result<()> {
+        let frame_bytes = self.args.format.bytes_per_sample() * usize::from(self.args.channels.max(1));
+        let frames_per_chunk = (u64::from(self.args.rate) * u64::from(self.chunk_ms) / 1000).max(1) as usize;
+        let mut buffer = vec![0u8; frames_per_chunk * frame_bytes];
+        let mut stdin = std::io::stdin().lock();
+        let mut frames_done = 0u64;
+        let mut sequence = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let filled = read_up_to(&mut stdin, &mut buffer).context("cannot read audio from stdin")?;
+            let whole = filled - filled % frame_bytes;
+            if whole == 0 {
+                break;
+            }
+            let chunk = AudioChunk {
+                machine_id: self.machine_id.clone(),
+                machine_type: self.machine_type.clone(),
+                sequence,
+                capture_start_us: self.start_time_us
+                    + auscult_schemas::time::samples_to_us(frames_done, self.args.rate),
+                sample_rate_hz: self.args.rate,
+                channels: self.args.channels,
+                sample_format: self.args.format,
+                payload: buffer[..whole].to_vec(),
+                origin: ChunkOrigin::File { path: "stdin".to_owned() },
+            };
+            chunk.validate().map_err(|error| anyhow::anyhow!("stdin audio: {error}"))?;
+            if producer.send(&chunk)? {
+                *sent.entry(chunk.machine_id.to_string()).or_default() += 1;
+            }
+            frames_done += (whole / frame_bytes) as u64;
+            sequence += 1;
+            if filled < buffer.len() {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads until `buffer` is full or the input ends; returns the bytes read.
+fn read_up_to(input: &mut impl Read, buffer: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match input.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(read) => filled += read,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => break,
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(filled)
+}
+
+/// Holds chunks back until their capture time, scaled by the replay speed, has come.
+struct Pacer {
+    started: Instant,
+    start_time_us: i64,
+    speed: f64,
+}
+
+impl Pacer {
+    fn wait_for(&self, capture_start_us: i64, stop: &AtomicBool) {
+        if self.speed == 0.0 {
+            return;
+        }
+        let offset_s = (capture_start_us - self.start_time_us).max(0) as f64 / 1e6 / self.speed;
+        let due = self.started + Duration::from_secs_f64(offset_s);
+        while !stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            if now >= due {
+                return;
+            }
+            std::thread::sleep((due - now).min(Duration::from_millis(100)));
+        }
+    }
+}
+
+fn now_us() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_micros() as i64)
+}
+
+fn print_report(sent: &SentPerMachine, report: &DeliveryReport) {
+    for (machine, chunks) in sent {
+        eprintln!("  {machine:<16} {chunks} chunks sent");
+    }
+    eprintln!(
+        "auscult agent: {} chunks sent, {} delivered, {} failed, {} dropped, {} unacknowledged",
+        report.sent, report.delivered, report.failed, report.dropped, report.unflushed
+    );
+}

@@ -1,0 +1,130 @@
+//! A real Kafka-protocol broker (tansu) on a free loopback port, from `scripts/broker.sh`,
+//! stopped when dropped. The first use builds tansu once (about 15 minutes); CI installs it
+//! before the tests.
+
+use super::repo;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+pub struct Broker {
+    pub address: String,
+    dir: tempfile::TempDir,
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let output = Command::new("bash")
+            .arg(repo().join("scripts/broker.sh"))
+            .arg("start")
+            .arg(dir.path())
+            .output()
+            .expect("bash runs");
+        assert!(
+            output.status.success(),
+            "scripts/broker.sh start failed:\n{}\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            std::fs::read_to_string(dir.path().join("broker.log")).unwrap_or_default()
+        );
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let address = stdout.lines().last().expect("the script prints the address").trim().to_owned();
+        Broker { address, dir }
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("broker.log")
+    }
+
+    /// Creates `topic` with `partitions` partitions (replication 1).
+    pub fn create_topic(&self, topic: &str, partitions: i32) {
+        let admin: AdminClient<DefaultClientContext> =
+            ClientConfig::new().set("bootstrap.servers", &self.address).create().expect("an admin client");
+        let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let results = block_on(admin.create_topics([&new_topic], &options)).expect("topic creation answered");
+        for result in results {
+            result.unwrap_or_else(|(name, code)| panic!("cannot create topic {name}: {code:?}"));
+        }
+    }
+
+    /// Reads every message of `topic` from the beginning until `expected` arrived or `timeout`
+    /// passed: (partition, key, headers, value).
+    pub fn consume(&self, topic: &str, expected: usize, timeout: Duration) -> Vec<Consumed> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.address)
+            .set("group.id", format!("test-{topic}-{}", std::process::id()))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("a consumer");
+        consumer.subscribe(&[topic]).expect("subscribe");
+        let deadline = Instant::now() + timeout;
+        let mut messages = Vec::new();
+        while messages.len() < expected && Instant::now() < deadline {
+            if let Some(result) = consumer.poll(Duration::from_millis(200)) {
+                messages.push(Consumed::from(&result.expect("a message, not an error")));
+            }
+        }
+        messages
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = Command::new("bash").arg(repo().join("scripts/broker.sh")).arg("stop").arg(self.dir.path()).output();
+    }
+}
+
+/// One consumed message, owned.
+#[derive(Debug, Clone)]
+pub struct Consumed {
+    pub partition: i32,
+    pub key: String,
+    pub headers: Vec<(String, String)>,
+    pub value: Vec<u8>,
+}
+
+impl Consumed {
+    fn from(message: &BorrowedMessage<'_>) -> Consumed {
+        let headers = message
+            .headers()
+            .map(|headers| {
+                headers
+                    .iter()
+                    .map(|header| {
+                        (header.key.to_owned(), String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Consumed {
+            partition: message.partition(),
+            key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
+            headers,
+            value: message.payload().unwrap_or_default().to_vec(),
+        }
+    }
+
+    pub fn header(&self, key: &str) -> Option<&str> {
+        self.headers.iter().find(|(name, _)| name == key).map(|(_, value)| value.as_str())
+    }
+}
+
+/// Runs a future to completion on this thread (the admin client's futures need no runtime).
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    use std::task::{Context, Poll, Waker};
+    let mut future = std::pin::pin!(future);
+    let mut context = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return output;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

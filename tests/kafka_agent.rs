@@ -1,0 +1,110 @@
+//! `auscult agent` against a real Kafka-protocol broker (tansu over TCP): what arrives on the
+//! audio topic is what the pipeline's chunk format says, keyed and ordered per machine.
+
+mod common;
+
+use auscult_schemas::{AudioChunk, ChunkOrigin, SampleFormat};
+use common::broker::Broker;
+use common::{auscult, run_ok};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::Stdio;
+use std::time::Duration;
+
+const TOPIC: &str = "auscult.audio";
+
+#[test]
+fn simulated_machines_arrive_keyed_ordered_and_decodable() {
+    let broker = Broker::start();
+    broker.create_topic(TOPIC, 4);
+    let output = run_ok(auscult().args([
+        "agent",
+        "--brokers",
+        &broker.address,
+        "--simulate",
+        "3",
+        "--duration",
+        "5.5",
+        "--speed",
+        "0",
+        "--start-time",
+        "2026-01-01T00:00:00Z",
+    ]));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("18 chunks sent, 18 delivered, 0 failed, 0 dropped"), "{stderr}");
+
+    let messages = broker.consume(TOPIC, 18, Duration::from_secs(60));
+    assert_eq!(messages.len(), 18, "broker log: {}", broker.log_path().display());
+    let mut per_machine: BTreeMap<String, Vec<AudioChunk>> = BTreeMap::new();
+    let mut partitions: BTreeMap<String, i32> = BTreeMap::new();
+    for message in &messages {
+        let chunk = AudioChunk::decode(&message.value, ChunkOrigin::File { path: "kafka".to_owned() })
+            .expect("the value is a chunk");
+        assert_eq!(message.key, chunk.machine_id.as_str());
+        assert_eq!(message.header("auscult-schema"), Some("auscult.audio-chunk/1"));
+        assert_eq!(message.header("machine-type"), Some(chunk.machine_type.as_str()));
+        assert_eq!(message.header("sequence"), Some(chunk.sequence.to_string().as_str()));
+        // One machine, one partition: its order is the partition's order.
+        assert_eq!(*partitions.entry(message.key.clone()).or_insert(message.partition), message.partition);
+        per_machine.entry(message.key.clone()).or_default().push(chunk);
+    }
+    assert_eq!(per_machine.len(), 3);
+    for (machine, chunks) in &per_machine {
+        let sequences: Vec<u64> = chunks.iter().map(|chunk| chunk.sequence).collect();
+        assert_eq!(sequences, (0..6).collect::<Vec<_>>(), "{machine}");
+        let frames: usize = chunks.iter().map(|chunk| chunk.frames()).sum();
+        assert_eq!(frames, 88_000, "{machine}: 5.5 s at 16 kHz");
+        assert_eq!(chunks[1].capture_start_us - chunks[0].capture_start_us, 1_000_000);
+        assert_eq!(chunks[0].capture_start_us, 1_767_225_600_000_000, "2026-01-01T00:00:00Z");
+    }
+}
+
+#[test]
+fn raw_pcm_on_stdin_becomes_chunks_of_the_named_machine() {
+    let broker = Broker::start();
+    broker.create_topic(TOPIC, 4);
+    let mut child = auscult()
+        .args(["agent", "--brokers", &broker.address, "--stdin", "--machine-id", "fan-07", "--machine-type", "fan"])
+        .args(["--rate", "16000", "--channels", "2", "--format", "s16le", "--speed", "0"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the agent starts");
+    // 2.5 s of stereo 16-bit audio, plus one stray byte that makes no whole frame.
+    let samples: Vec<u8> = (0..40_000 * 2).flat_map(|i: i32| ((i % 2000) as i16 - 1000).to_le_bytes()).collect();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&samples).unwrap();
+    stdin.write_all(&[7]).unwrap();
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+
+    let messages = broker.consume(TOPIC, 3, Duration::from_secs(60));
+    let chunks: Vec<AudioChunk> = messages
+        .iter()
+        .map(|message| AudioChunk::decode(&message.value, ChunkOrigin::File { path: "kafka".to_owned() }).unwrap())
+        .collect();
+    assert_eq!(chunks.iter().map(|chunk| chunk.frames()).collect::<Vec<_>>(), vec![16_000, 16_000, 8_000]);
+    assert!(chunks.iter().all(|chunk| chunk.machine_id.as_str() == "fan-07"
+        && chunk.channels == 2
+        && chunk.sample_format == SampleFormat::S16le));
+    let payload: Vec<u8> = chunks.iter().flat_map(|chunk| chunk.payload.clone()).collect();
+    assert_eq!(payload, samples, "the audio arrives byte for byte");
+}
+
+#[test]
+fn an_unreachable_broker_is_reported_not_hung() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("auscult.toml");
+    std::fs::write(&config, "[kafka]\nagent_delivery_timeout_s = 3\n").unwrap();
+    let output = auscult()
+        .arg("--config")
+        .arg(&config)
+        .args(["agent", "--brokers", "127.0.0.1:1", "--simulate", "1", "--duration", "2", "--speed", "0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("2 chunk(s) not delivered: 2 failed"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -1,0 +1,145 @@
+//! The Kafka deployment end to end on a real Kafka-protocol broker (tansu over TCP): agents
+//! send simulated machines, some records are malformed, the pipeline runs on 2 workers, and
+//! what comes out (anomaly topic, dead letters, archive) is read back by independent clients.
+
+mod common;
+
+use common::broker::Broker;
+use common::{auscult, python_ok, read_json, run_ok};
+use rdkafka::config::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+const START: &str = "2026-01-01T00:00:00Z";
+
+/// Produces records that are not valid chunks; returns how many.
+fn produce_malformed(broker: &Broker) -> usize {
+    let producer: BaseProducer =
+        ClientConfig::new().set("bootstrap.servers", &broker.address).create().expect("a producer");
+    let mut valid_header = br#"{"machine_id":"fan-99","machine_type":"fan","sequence":0,"capture_start_us":0,"sample_rate_hz":16000,"channels":1,"sample_format":"s16le"}"#.to_vec();
+    let mut good = b"AUSC".to_vec();
+    good.extend(1u16.to_le_bytes());
+    good.extend((valid_header.len() as u32).to_le_bytes());
+    good.append(&mut valid_header);
+    good.extend([0u8; 3200]);
+    let mut wrong_version = good.clone();
+    wrong_version[4] = 9;
+    let records: Vec<(Option<&[u8]>, Vec<u8>)> = vec![
+        (Some(b"fan-99".as_slice()), b"this is not audio".to_vec()),
+        (Some(b"fan-99".as_slice()), wrong_version),
+        (None, good.clone()),
+        (Some(b"pump-42".as_slice()), good.clone()),
+        (Some(b"fan-99".as_slice()), good[..good.len() - 1].to_vec()),
+    ];
+    let count = records.len();
+    for (key, value) in &records {
+        let headers = OwnedHeaders::new().insert(Header { key: "test", value: Some("malformed") });
+        let mut record: BaseRecord<'_, [u8], [u8]> =
+            BaseRecord::to("auscult.audio").payload(value.as_slice()).headers(headers);
+        if let Some(key) = key {
+            record = record.key(*key);
+        }
+        producer.send(record).map_err(|(error, _)| error).expect("queued");
+    }
+    producer.flush(Duration::from_secs(30)).expect("flushed");
+    count
+}
+
+#[test]
+fn agents_to_anomaly_topic_with_dead_letters_and_archive() {
+    let broker = Broker::start();
+    let created = run_ok(auscult().args(["topics", "--brokers", &broker.address, "--partitions", "4"]));
+    let created = String::from_utf8_lossy(&created.stdout);
+    assert_eq!(created.matches("created with 4 partitions").count(), 3, "{created}");
+    // 8 simulated machines, the 4th and 8th faulty from 400 s, sent as fast as the broker takes them.
+    run_ok(auscult().args(["agent", "--brokers", &broker.address, "--simulate", "8", "--duration", "480"]).args([
+        "--speed",
+        "0",
+        "--seed",
+        "3",
+        "--start-time",
+        START,
+    ]));
+    let malformed = produce_malformed(&broker);
+    // An agent written in Python, with an independent Kafka client.
+    let clip = common::mimii().join("pump/id_00/normal/00000000.wav");
+    let python_agent = common::repo().join("examples/python_producer.py");
+    let mut python = common::python();
+    run_ok(
+        python
+            .arg(&python_agent)
+            .args(["--brokers", &broker.address, "--machine-id", "pump-py", "--machine-type", "pump"])
+            .arg(&clip),
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let summary_path = dir.path().join("summary.json");
+    run_ok(
+        auscult()
+            .args(["run", "--brokers", &broker.address, "-w", "2", "--stop-when-idle", "3", "--archive"])
+            .arg(dir.path().join("archive"))
+            .arg("--summary-json")
+            .arg(&summary_path),
+    );
+    let summary = read_json(&summary_path);
+    let totals = &summary["totals"];
+    assert_eq!(totals["chunks_read"].as_u64().unwrap(), 8 * 480 + 10, "{totals}");
+    assert_eq!(totals["dead_letters"].as_u64().unwrap(), malformed as u64);
+    let machines: BTreeSet<String> = totals["machines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|machine| machine["machine_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(machines.len(), 9, "{machines:?}");
+    assert!(machines.contains("pump-py"), "the Python agent's machine was not processed");
+    let python_machine = totals["machines"].as_array().unwrap().iter().find(|m| m["machine_id"] == "pump-py").unwrap();
+    assert!((python_machine["audio_s"].as_f64().unwrap() - 10.0).abs() < 1e-6, "{python_machine}");
+
+    // Dead letters keep the original key and value and say why.
+    let letters = broker.consume("auscult.audio.dlq", malformed, Duration::from_secs(30));
+    assert_eq!(letters.len(), malformed);
+    let reasons: Vec<&str> = letters.iter().map(|letter| letter.header("auscult-error").unwrap_or("")).collect();
+    for expected in ["not an auscult chunk", "version 9", "no key", "not its machine id", "frames"] {
+        assert!(
+            reasons.iter().any(|reason| reason.contains(expected)),
+            "no dead letter says '{expected}': {reasons:?}"
+        );
+    }
+    assert!(letters.iter().all(|letter| letter.header("auscult-source").is_some()));
+    assert!(letters.iter().any(|letter| letter.key == "pump-42" && letter.value.starts_with(b"AUSC")));
+
+    // Anomalies on their topic, read by an independent client: the faulty machines only.
+    let events = broker.consume(
+        "auscult.anomalies",
+        totals["events_written"].as_u64().unwrap() as usize,
+        Duration::from_secs(30),
+    );
+    assert_eq!(events.len() as u64, totals["events_written"].as_u64().unwrap());
+    let mut alerted = BTreeSet::new();
+    for record in &events {
+        let event: serde_json::Value = serde_json::from_slice(&record.value).expect("JSON");
+        assert_eq!(record.key, event["machine_id"].as_str().unwrap());
+        assert_eq!(event["schema"], "auscult.anomaly-event/1");
+        if event["kind"] == "opened" {
+            alerted.insert(record.key.clone());
+        }
+    }
+    assert_eq!(alerted, BTreeSet::from(["fan-07".to_owned(), "valve-03".to_owned()]), "{events:?}");
+
+    // Archive rows are the windows the audio makes, read back by DuckDB.
+    let windows: u64 = totals["machines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["windows_learned"].as_u64().unwrap() + m["windows_scored"].as_u64().unwrap())
+        .sum();
+    assert_eq!(totals["archive_rows"].as_u64().unwrap(), windows);
+    let counted = python_ok(
+        "import sys, duckdb\nprint(duckdb.sql(f\"SELECT count(*) FROM read_parquet('{sys.argv[1]}/**/*.parquet', hive_partitioning = true)\").fetchone()[0])",
+        &[&dir.path().join("archive")],
+    );
+    assert_eq!(counted.trim().parse::<u64>().unwrap(), windows);
+}
