@@ -108,6 +108,21 @@ pub struct NotPositiveDefinite {
     pub pivot: usize,
 }
 
+/// The dot product of two equally long slices, in four independent sums so the compiler can
+/// vectorise it (the Cholesky factorisation and the whitening spend their time here).
+#[inline]
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    let mut sums = [0.0f64; 4];
+    let (a_chunks, b_chunks) = (a.chunks_exact(4), b.chunks_exact(4));
+    let tail: f64 = a_chunks.remainder().iter().zip(b_chunks.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in a_chunks.zip(b_chunks) {
+        for lane in 0..4 {
+            sums[lane] += x[lane] * y[lane];
+        }
+    }
+    (sums[0] + sums[1]) + (sums[2] + sums[3]) + tail
+}
+
 /// Replaces a packed symmetric positive definite matrix by its lower Cholesky factor `L`
 /// (`A = L Lᵀ`), in place.
 pub fn cholesky_in_place(matrix: &mut [f64], dimensions: usize) -> Result<(), NotPositiveDefinite> {
@@ -115,10 +130,8 @@ pub fn cholesky_in_place(matrix: &mut [f64], dimensions: usize) -> Result<(), No
         let row_start = packed(row, 0);
         for column in 0..=row {
             let column_start = packed(column, 0);
-            let mut sum = matrix[row_start + column];
-            for k in 0..column {
-                sum -= matrix[row_start + k] * matrix[column_start + k];
-            }
+            let sum = matrix[row_start + column]
+                - dot(&matrix[row_start..row_start + column], &matrix[column_start..column_start + column]);
             if row == column {
                 if sum <= 0.0 || !sum.is_finite() {
                     return Err(NotPositiveDefinite { pivot: row });
@@ -140,8 +153,7 @@ pub fn whitened_norm_squared(factor: &[f64], residual: &[f64], scratch: &mut Vec
     for (row, &value) in residual.iter().enumerate() {
         let start = packed(row, 0);
         let coefficients = &factor[start..start + row];
-        let dot: f64 = coefficients.iter().zip(scratch.iter()).map(|(l, y)| l * y).sum();
-        let whitened = (value - dot) / factor[start + row];
+        let whitened = (value - dot(coefficients, scratch)) / factor[start + row];
         total += whitened * whitened;
         scratch.push(whitened);
     }
