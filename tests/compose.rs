@@ -1,0 +1,52 @@
+//! `docker-compose.yml` as far as this machine can check it (no Docker Compose, no image
+//! registry): it parses as YAML, has the services a deployment needs, its two auscult processes
+//! agree with the hostfile, and every auscult command line it runs is accepted by the binary.
+
+mod common;
+
+use common::{auscult, python_ok, repo};
+
+#[test]
+fn the_compose_file_runs_commands_the_binary_accepts() {
+    let script = r#"
+import json, sys, yaml
+compose = yaml.safe_load(open(sys.argv[1]))
+print(json.dumps(compose))
+"#;
+    let compose: serde_json::Value =
+        serde_json::from_str(&python_ok(script, &[&repo().join("docker-compose.yml")])).expect("JSON");
+    let services = compose["services"].as_object().expect("services");
+    for name in ["kafka", "topics", "auscult-0", "auscult-1", "agents", "anomalies"] {
+        assert!(services.contains_key(name), "no service {name}");
+    }
+    let kafka = &services["kafka"];
+    assert!(kafka["image"].as_str().unwrap().starts_with("apache/kafka:"));
+    assert_eq!(kafka["environment"]["KAFKA_PROCESS_ROLES"], "broker,controller", "KRaft mode");
+
+    let hosts = std::fs::read_to_string(repo().join("deploy/hosts.txt")).unwrap();
+    let hosts: Vec<&str> = hosts.lines().filter(|line| !line.trim().is_empty()).collect();
+    let mut processes = Vec::new();
+    let mut checked = 0;
+    for (name, service) in services {
+        if service["image"] != "auscult:latest" {
+            continue;
+        }
+        let args: Vec<String> =
+            service["command"].as_array().unwrap().iter().map(|arg| arg.as_str().unwrap().to_owned()).collect();
+        // The binary parses the exact command line (`--help` after it stops before running).
+        let output = auscult().args(&args).arg("--help").output().unwrap();
+        assert!(output.status.success(), "{name}: {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        checked += 1;
+        if let Some(at) = args.iter().position(|arg| arg == "--process") {
+            let index: usize = args[at + 1].parse().unwrap();
+            let total: usize = args[args.iter().position(|arg| arg == "--processes").unwrap() + 1].parse().unwrap();
+            assert_eq!(total, hosts.len(), "{name}: --processes and the hostfile disagree");
+            let hostname = service["hostname"].as_str().unwrap();
+            assert!(hosts[index].starts_with(&format!("{hostname}:")), "{name} is process {index}: {}", hosts[index]);
+            processes.push(index);
+        }
+    }
+    assert_eq!(checked, 4, "topics, auscult-0, auscult-1 and agents run auscult");
+    processes.sort_unstable();
+    assert_eq!(processes, vec![0, 1]);
+}
