@@ -5,12 +5,13 @@
 #
 # Usage:
 #   bash scripts/broker.sh install          # build tansu once (about 15 min on 2 cores); prints its path
-#   bash scripts/broker.sh start DIR        # start a broker on a free loopback port; prints HOST:PORT
-#                                           # (its pid, port and log go into DIR)
+#   bash scripts/broker.sh start DIR [PORT] # start a broker on PORT or a free loopback port; prints
+#                                           # HOST:PORT (its pid, port and log go into DIR)
 #   bash scripts/broker.sh stop DIR         # stop the broker started in DIR
 #
 # tansu lives at ${AUSCULT_TOOLS:-$HOME/.cache/auscult/tools}/bin/tansu. Storage is in memory
-# unless AUSCULT_BROKER_STORAGE is set (for example file://DIR for a broker that restarts).
+# unless AUSCULT_BROKER_STORAGE is set: sqlite://local/tansu.db keeps the records in DIR/tansu.db
+# over a restart (tansu opens the path relative to its working folder, which is DIR).
 # Progress goes to stderr; the last line of stdout is the answer.
 set -euo pipefail
 
@@ -42,12 +43,14 @@ start() {
     mkdir -p "$dir"
     [[ -x "$TANSU" ]] || install >/dev/null
     local port storage
-    port="$(free_port)"
+    port="${2:-}"
+    [[ -n "$port" ]] || port="$(free_port)"
     storage="${AUSCULT_BROKER_STORAGE:-memory://tansu/}"
-    "$TANSU" broker \
+    dir="$(cd "$dir" && pwd)"
+    (cd "$dir" && exec "$TANSU" broker \
         --listener-url "tcp://127.0.0.1:$port" \
         --advertised-listener-url "tcp://127.0.0.1:$port" \
-        --storage-engine "$storage" >"$dir/broker.log" 2>&1 &
+        --storage-engine "$storage") >>"$dir/broker.log" 2>&1 &
     echo $! >"$dir/broker.pid"
     echo "$port" >"$dir/broker.port"
     for _ in $(seq 1 100); do
@@ -64,13 +67,20 @@ start() {
 stop() {
     local dir="${1:?stop needs the directory given to start}"
     [[ -f "$dir/broker.pid" ]] || die "no broker was started in $dir"
-    kill "$(cat "$dir/broker.pid")" 2>/dev/null || true
+    local pid
+    pid="$(cat "$dir/broker.pid")"
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null || true
     rm -f "$dir/broker.pid"
 }
 
 case "${1:-}" in
     install) install ;;
-    start) start "${2:-}" ;;
+    start) start "${2:-}" "${3:-}" ;;
     stop) stop "${2:-}" ;;
     *) die "usage: broker.sh install | start DIR | stop DIR" ;;
 esac

@@ -108,3 +108,31 @@ fn an_unreachable_broker_is_reported_not_hung() {
     assert!(stderr.contains("2 chunk(s) not delivered: 2 failed"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn the_agent_rides_out_a_broker_crash_and_restart() {
+    let mut broker = Broker::start_persistent();
+    broker.create_topic(TOPIC, 4);
+    // 20 s of audio at 2x real time: 10 s of sending, with the broker down from about 3 s to 7 s.
+    let agent = auscult()
+        .args(["agent", "--brokers", &broker.address, "--simulate", "1", "--duration", "20", "--speed", "2"])
+        .args(["--start-time", "2026-01-01T00:00:00Z"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the agent starts");
+    std::thread::sleep(Duration::from_secs(3));
+    broker.crash_and_restart(Duration::from_secs(4));
+    let output = agent.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("20 chunks sent, 20 delivered, 0 failed, 0 dropped"), "{stderr}");
+
+    let messages = broker.consume(TOPIC, 20, Duration::from_secs(60));
+    let mut sequences: Vec<u64> = messages
+        .iter()
+        .map(|message| AudioChunk::decode(&message.value, ChunkOrigin::File { path: "kafka".to_owned() }).unwrap())
+        .map(|chunk| chunk.sequence)
+        .collect();
+    sequences.sort_unstable();
+    assert_eq!(sequences, (0..20).collect::<Vec<_>>(), "every chunk exactly once");
+}

@@ -15,26 +15,52 @@ use std::time::{Duration, Instant};
 pub struct Broker {
     pub address: String,
     dir: tempfile::TempDir,
+    storage: String,
 }
 
 impl Broker {
+    /// A broker that keeps its records in memory.
     pub fn start() -> Broker {
-        let dir = tempfile::tempdir().expect("a temporary folder");
-        let output = Command::new("bash")
-            .arg(repo().join("scripts/broker.sh"))
-            .arg("start")
-            .arg(dir.path())
-            .output()
-            .expect("bash runs");
+        Self::launch(tempfile::tempdir().expect("a temporary folder"), None, "memory://tansu/")
+    }
+
+    /// A broker that keeps its records in SQLite in its folder, so it can be restarted.
+    pub fn start_persistent() -> Broker {
+        Self::launch(tempfile::tempdir().expect("a temporary folder"), None, "sqlite://tansu.db")
+    }
+
+    /// Kills the broker (SIGKILL, as a crash) and starts it again on the same port and storage.
+    pub fn crash_and_restart(&mut self, down_for: Duration) {
+        let pid = std::fs::read_to_string(self.dir.path().join("broker.pid")).expect("a running broker");
+        let killed = Command::new("kill").args(["-9", pid.trim()]).status().expect("kill runs");
+        assert!(killed.success());
+        std::thread::sleep(down_for);
+        let port = self.address.rsplit(':').next().expect("host:port").to_owned();
+        let address = Self::run_start_script(self.dir.path(), Some(&port), &self.storage);
+        assert_eq!(address, self.address);
+    }
+
+    fn launch(dir: tempfile::TempDir, port: Option<&str>, storage: &str) -> Broker {
+        let address = Self::run_start_script(dir.path(), port, storage);
+        Broker { address, dir, storage: storage.to_owned() }
+    }
+
+    /// Runs `scripts/broker.sh start`; returns the address it prints.
+    fn run_start_script(dir: &std::path::Path, port: Option<&str>, storage: &str) -> String {
+        let mut command = Command::new("bash");
+        command.arg(repo().join("scripts/broker.sh")).arg("start").arg(dir);
+        if let Some(port) = port {
+            command.arg(port);
+        }
+        let output = command.env("AUSCULT_BROKER_STORAGE", storage).output().expect("bash runs");
         assert!(
             output.status.success(),
             "scripts/broker.sh start failed:\n{}\n{}",
             String::from_utf8_lossy(&output.stderr),
-            std::fs::read_to_string(dir.path().join("broker.log")).unwrap_or_default()
+            std::fs::read_to_string(dir.join("broker.log")).unwrap_or_default()
         );
         let stdout = String::from_utf8_lossy(&output.stdout);
-        let address = stdout.lines().last().expect("the script prints the address").trim().to_owned();
-        Broker { address, dir }
+        stdout.lines().last().expect("the script prints the address").trim().to_owned()
     }
 
     pub fn log_path(&self) -> PathBuf {
