@@ -143,3 +143,71 @@ fn agents_to_anomaly_topic_with_dead_letters_and_archive() {
     );
     assert_eq!(counted.trim().parse::<u64>().unwrap(), windows);
 }
+
+/// Sum over the workers of the committed next offsets (= records consumed, from offset 0).
+fn committed_records(summary: &serde_json::Value) -> u64 {
+    summary["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|worker| worker["committed_offsets"].as_object().unwrap().values())
+        .map(|offset| offset.as_u64().unwrap())
+        .sum()
+}
+
+#[test]
+fn offsets_are_committed_after_the_outputs_and_a_restart_reads_only_what_is_new() {
+    let broker = Broker::start();
+    run_ok(auscult().args(["topics", "--brokers", &broker.address, "--partitions", "4"]));
+    let send =
+        |start: &str, seconds: &str| {
+            run_ok(
+                auscult()
+                    .args(["agent", "--brokers", &broker.address, "--simulate", "3", "--duration", seconds])
+                    .args(["--speed", "0", "--start-time", start]),
+            );
+        };
+    let run = |dir: &std::path::Path| {
+        let summary_path = dir.join("summary.json");
+        run_ok(
+            auscult()
+                .args(["run", "--brokers", &broker.address, "-w", "2", "--stop-when-idle", "2", "--learning-s", "20"])
+                .arg("--events")
+                .arg(dir.join("events.jsonl"))
+                .arg("--archive")
+                .arg(dir.join("archive"))
+                .arg("--summary-json")
+                .arg(&summary_path),
+        );
+        read_json(&summary_path)
+    };
+    send(START, "60");
+    let first = tempfile::tempdir().unwrap();
+    let summary = run(first.path());
+    assert_eq!(summary["totals"]["chunks_read"].as_u64().unwrap(), 180);
+    assert_eq!(committed_records(&summary), 180, "{}", summary["workers"]);
+    assert!(summary["totals"]["archive_rows"].as_u64().unwrap() > 0);
+
+    // An independent client sees the group's commits at the end of every partition.
+    let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.address)
+        .set("group.id", "auscult-pipeline")
+        .create()
+        .unwrap();
+    let mut partitions = rdkafka::TopicPartitionList::new();
+    for partition in 0..4 {
+        partitions.add_partition("auscult.audio", partition);
+    }
+    let committed = rdkafka::consumer::Consumer::committed_offsets(&consumer, partitions, Duration::from_secs(10))
+        .expect("committed offsets");
+    let total: i64 =
+        committed.elements().iter().filter_map(|element| element.offset().to_raw()).filter(|o| *o > 0).sum();
+    assert_eq!(total, 180);
+
+    // More audio arrives; a restarted pipeline reads only that.
+    send("2026-01-01T00:01:00Z", "20");
+    let second = tempfile::tempdir().unwrap();
+    let summary = run(second.path());
+    assert_eq!(summary["totals"]["chunks_read"].as_u64().unwrap(), 60, "the restart re-read old audio");
+    assert_eq!(committed_records(&summary), 240);
+}

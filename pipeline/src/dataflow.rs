@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::vec::Map;
-use timely::dataflow::operators::{Capability, Operator, Probe};
+use timely::dataflow::operators::{Capability, Concatenate, Operator, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle};
 use timely::worker::Worker;
 
@@ -92,6 +92,9 @@ pub struct WorkerReport {
     pub events_written: u64,
     /// Records of the audio topic sent to the dead-letter topic.
     pub dead_letters: u64,
+    /// The consumer group's committed offsets of this worker's partitions (partition -> next
+    /// offset), as of the end of the run.
+    pub committed_offsets: BTreeMap<i32, i64>,
     /// Sink failures (archive or event output); a run with any is a failed run.
     pub sink_errors: Vec<String>,
 }
@@ -124,6 +127,7 @@ fn run_worker(worker: &mut Worker, plan: &RunPlan) -> WorkerReport {
     state.borrow_mut().report.worker = index;
     let mut input = ChunkInput::new();
     let probe = ProbeHandle::new();
+    let durable = ProbeHandle::new();
     let placement = Arc::new(plan.source.placement(peers));
 
     worker.dataflow::<u64, _, _>(|scope| {
@@ -168,6 +172,10 @@ fn run_worker(worker: &mut Worker, plan: &RunPlan) -> WorkerReport {
             PipelineRecord::Event(event) => Some(event),
             PipelineRecord::Window(_) => None,
         });
+        // Each sink holds a capability for every epoch it has not yet made durable, so the
+        // `durable` probe on their (empty) outputs says which epochs are safely written: the
+        // Kafka source commits offsets only up to there.
+        let mut done = Vec::new();
         if let Some(dir) = &plan.archive_dir {
             let archive_config = ArchiveConfig {
                 dir: dir.clone(),
@@ -177,73 +185,100 @@ fn run_worker(worker: &mut Worker, plan: &RunPlan) -> WorkerReport {
             };
             let mut writer = ArchiveWriter::new(archive_config, index, archive_metadata(&config));
             let roll_epochs = config.archive.roll_epochs.max(1);
+            let max_rows = config.archive.max_rows_per_file;
             let state = Rc::clone(&state);
-            let mut by_epoch: BTreeMap<u64, Vec<WindowRecord>> = BTreeMap::new();
-            let mut batch: Vec<WindowRecord> = Vec::new();
-            let mut batch_first_epoch: Option<u64> = None;
-            windows.sink(Pipeline, "ArchiveSink", move |(input, frontier)| {
-                input.for_each_stamp(|capability, data| {
-                    let Some(&epoch) = capability.least() else { return };
-                    let rows = by_epoch.entry(epoch).or_default();
-                    data.for_each(|container| rows.append(container));
-                });
-                while let Some(entry) = by_epoch.first_entry() {
-                    if frontier.less_equal(entry.key()) {
-                        break;
+            done.push(windows.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+                Pipeline,
+                "ArchiveSink",
+                move |_capability, _info| {
+                    let mut by_epoch: BTreeMap<u64, (Capability<u64>, Vec<WindowRecord>)> = BTreeMap::new();
+                    // The open batch: epochs `first..first + roll_epochs`, held by `first`'s capability.
+                    let mut batch: Vec<WindowRecord> = Vec::new();
+                    let mut batch_capability: Option<Capability<u64>> = None;
+                    move |(input, frontier), output| {
+                        input.for_each_stamp(|capability, data| {
+                            let Some(capability) = capability.retain_least(output.output_index()) else {
+                                return;
+                            };
+                            let (_, rows) =
+                                by_epoch.entry(*capability.time()).or_insert_with(|| (capability, Vec::new()));
+                            data.for_each(|container| rows.append(container));
+                        });
+                        while let Some(entry) = by_epoch.first_entry() {
+                            if frontier.less_equal(entry.key()) {
+                                break;
+                            }
+                            let (epoch, (capability, mut rows)) = entry.remove_entry();
+                            if batch_capability.as_ref().is_some_and(|first| epoch >= first.time() + roll_epochs) {
+                                commit_batch(&mut writer, batch_capability.take(), &mut batch, &state);
+                            }
+                            batch_capability.get_or_insert(capability);
+                            batch.append(&mut rows);
+                            if batch.len() >= max_rows {
+                                commit_batch(&mut writer, batch_capability.take(), &mut batch, &state);
+                            }
+                        }
+                        // A batch is complete once the frontier has passed its last epoch.
+                        let passed = batch_capability
+                            .as_ref()
+                            .is_some_and(|first| !frontier.less_than(&(first.time() + roll_epochs)));
+                        if passed {
+                            commit_batch(&mut writer, batch_capability.take(), &mut batch, &state);
+                        }
                     }
-                    let (epoch, mut rows) = entry.remove_entry();
-                    let first = *batch_first_epoch.get_or_insert(epoch);
-                    batch.append(&mut rows);
-                    let full = batch.len() >= config.archive.max_rows_per_file || epoch + 1 >= first + roll_epochs;
-                    if full {
-                        commit_batch(&mut writer, first, &mut batch, &state);
-                        batch_first_epoch = None;
-                    }
-                }
-                if frontier.is_empty() {
-                    if let Some(first) = batch_first_epoch.take() {
-                        commit_batch(&mut writer, first, &mut batch, &state);
-                    }
-                }
-            });
+                },
+            ));
         }
         let event_target = plan.events.clone().filter(|_| index == 0);
         let mut event_writer = event_target.map(|target| EventWriter::open(&target));
         let state = Rc::clone(&state);
-        let mut by_epoch: BTreeMap<u64, Vec<AnomalyEvent>> = BTreeMap::new();
-        events.sink(Exchange::new(|_event: &AnomalyEvent| 0), "EventSink", move |(input, frontier)| {
-            input.for_each_stamp(|capability, data| {
-                let Some(&epoch) = capability.least() else { return };
-                let events = by_epoch.entry(epoch).or_default();
-                data.for_each(|container| events.append(container));
-            });
-            while let Some(entry) = by_epoch.first_entry() {
-                if frontier.less_equal(entry.key()) {
-                    break;
-                }
-                let mut events = entry.remove();
-                events.sort_by(|a, b| {
-                    (&a.window_start, &a.machine_id, a.kind).cmp(&(&b.window_start, &b.machine_id, b.kind))
-                });
-                let mut state = state.borrow_mut();
-                match event_writer.as_mut() {
-                    Some(Ok(writer)) => {
-                        let written =
-                            events.iter().try_for_each(|event| writer.write(event)).and_then(|()| writer.flush());
-                        match written {
-                            Ok(()) => state.report.events_written += events.len() as u64,
-                            Err(error) => state.report.sink_errors.push(error.to_string()),
+        done.push(events.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+            Exchange::new(|_event: &AnomalyEvent| 0),
+            "EventSink",
+            move |_capability, _info| {
+                let mut by_epoch: BTreeMap<u64, (Capability<u64>, Vec<AnomalyEvent>)> = BTreeMap::new();
+                move |(input, frontier), output| {
+                    input.for_each_stamp(|capability, data| {
+                        let Some(capability) = capability.retain_least(output.output_index()) else {
+                            return;
+                        };
+                        let (_, events) =
+                            by_epoch.entry(*capability.time()).or_insert_with(|| (capability, Vec::new()));
+                        data.for_each(|container| events.append(container));
+                    });
+                    while let Some(entry) = by_epoch.first_entry() {
+                        if frontier.less_equal(entry.key()) {
+                            break;
+                        }
+                        // Dropping the capability at the end of this iteration marks the epoch durable.
+                        let (_capability, mut events) = entry.remove();
+                        events.sort_by(|a, b| {
+                            (&a.window_start, &a.machine_id, a.kind).cmp(&(&b.window_start, &b.machine_id, b.kind))
+                        });
+                        let mut state = state.borrow_mut();
+                        match event_writer.as_mut() {
+                            Some(Ok(writer)) => {
+                                let written = events
+                                    .iter()
+                                    .try_for_each(|event| writer.write(event))
+                                    .and_then(|()| writer.flush());
+                                match written {
+                                    Ok(()) => state.report.events_written += events.len() as u64,
+                                    Err(error) => state.report.sink_errors.push(error.to_string()),
+                                }
+                            }
+                            Some(Err(error)) => state.report.sink_errors.push(error.to_string()),
+                            None => state.report.events_written += events.len() as u64,
                         }
                     }
-                    Some(Err(error)) => state.report.sink_errors.push(error.to_string()),
-                    None => state.report.events_written += events.len() as u64,
                 }
-            }
-        });
+            },
+        ));
+        scope.concatenate(done).probe_with(&durable);
     });
 
     match &plan.source {
-        SourcePlan::Kafka(source) => drive_from_kafka(worker, &mut input, &probe, &state, source, epoch_us),
+        SourcePlan::Kafka(source) => drive_from_kafka(worker, &mut input, &probe, &durable, &state, source, epoch_us),
         _ => drive_from_plan(worker, &mut input, &probe, &state, plan, &placement, epoch_us),
     }
     input.close();
@@ -356,6 +391,7 @@ fn drive_from_kafka(
     worker: &mut Worker,
     input: &mut ChunkInput,
     probe: &ProbeHandle<u64>,
+    durable: &ProbeHandle<u64>,
     state: &Rc<RefCell<WorkerState>>,
     source: &KafkaSource,
     epoch_us: i64,
@@ -375,6 +411,8 @@ fn drive_from_kafka(
             return;
         }
     };
+    // Offsets read per input epoch, committed once every sink has made that epoch durable.
+    let mut uncommitted: BTreeMap<u64, BTreeMap<i32, i64>> = BTreeMap::new();
     let mut newest_epoch = 0u64;
     let mut last_arrival = Instant::now();
     loop {
@@ -391,6 +429,9 @@ fn drive_from_kafka(
             }
             state.report.chunks_read += polled.chunks.len() as u64;
         }
+        if !polled.positions.is_empty() {
+            uncommitted.entry(*input.time()).or_default().extend(polled.positions);
+        }
         for chunk in polled.chunks {
             newest_epoch = newest_epoch.max(epoch_of(chunk.capture_start_us, epoch_us));
             input.send(chunk);
@@ -404,12 +445,46 @@ fn drive_from_kafka(
         while probe.less_than(&allowed) {
             worker.step();
         }
+        commit_durable(&consumer, durable, &mut uncommitted, state);
         if polled.caught_up && source.stop_when_idle.is_some_and(|idle| last_arrival.elapsed() >= idle) {
             break;
         }
     }
-    if let Err(error) = consumer.flush_dead_letters(Duration::from_secs(30)) {
-        state.borrow_mut().report.sink_errors.push(format!("dead letters not acknowledged: {error}"));
+    // Stopping: let every epoch finish, wait until what was read is durable (other workers
+    // stop too, or this waits for them), then commit the rest.
+    input.advance_to(u64::MAX);
+    while let Some(&last) = uncommitted.keys().next_back() {
+        if !durable.less_equal(&last) || !state.borrow().report.sink_errors.is_empty() {
+            break;
+        }
+        worker.step_or_park(Some(Duration::from_millis(10)));
+    }
+    if state.borrow().report.sink_errors.is_empty() {
+        commit_durable(&consumer, durable, &mut uncommitted, state);
+    }
+}
+
+/// Commits the offsets of the epochs that every sink has made durable.
+fn commit_durable(
+    consumer: &ChunkConsumer,
+    durable: &ProbeHandle<u64>,
+    uncommitted: &mut BTreeMap<u64, BTreeMap<i32, i64>>,
+    state: &Rc<RefCell<WorkerState>>,
+) {
+    let mut positions = BTreeMap::new();
+    while let Some(entry) = uncommitted.first_entry() {
+        if durable.less_equal(entry.key()) {
+            break;
+        }
+        positions.extend(entry.remove());
+    }
+    if positions.is_empty() {
+        return;
+    }
+    let mut state = state.borrow_mut();
+    match consumer.commit(&positions) {
+        Ok(()) => state.report.committed_offsets.extend(positions),
+        Err(error) => state.report.sink_errors.push(format!("cannot commit offsets {positions:?}: {error}")),
     }
 }
 
@@ -443,10 +518,12 @@ fn monitor_epoch(config: &Config, state: &mut WorkerState, mut chunks: Vec<Audio
 
 fn commit_batch(
     writer: &mut Result<ArchiveWriter, impl std::fmt::Display>,
-    first_epoch: u64,
+    batch_capability: Option<Capability<u64>>,
     batch: &mut Vec<WindowRecord>,
     state: &Rc<RefCell<WorkerState>>,
 ) {
+    let Some(capability) = batch_capability else { return };
+    let first_epoch = *capability.time();
     let rows = std::mem::take(batch);
     let mut state = state.borrow_mut();
     match writer {
@@ -459,6 +536,7 @@ fn commit_batch(
         },
         Err(error) => state.report.sink_errors.push(error.to_string()),
     }
+    // The capability is dropped here, after the files are renamed into place: the batch's epochs are durable.
 }
 
 /// Feature and model settings recorded in every archive file's footer.

@@ -11,12 +11,16 @@ use super::producer::KafkaTransportError;
 use auscult_schemas::chunk::MAX_PAYLOAD_BYTES;
 use auscult_schemas::{AudioChunk, ChunkOrigin};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
+use std::collections::BTreeMap;
 use std::time::Duration;
+
+/// How long a commit waits for the dead letters before it to be acknowledged.
+const DEAD_LETTER_FLUSH: Duration = Duration::from_secs(30);
 
 /// Header of a dead letter saying why the record was refused.
 pub const HEADER_ERROR: &str = "auscult-error";
@@ -42,6 +46,8 @@ pub struct Polled {
     pub rejected: Vec<String>,
     /// Whether every assigned partition has been read to its end.
     pub caught_up: bool,
+    /// For each partition read from, the offset after the last record taken.
+    pub positions: BTreeMap<i32, i64>,
 }
 
 /// One worker's reader of the audio topic.
@@ -109,6 +115,7 @@ impl ChunkConsumer {
                 None => break,
                 Some(Ok(message)) => {
                     mark(&self.partitions, &mut self.at_end, message.partition(), false);
+                    polled.positions.insert(message.partition(), message.offset() + 1);
                     match chunk_of(&message) {
                         Ok(chunk) => polled.chunks.push(chunk),
                         Err(reason) => polled.rejected.push(self.dead_letter(&message, &reason)),
@@ -149,6 +156,20 @@ impl ChunkConsumer {
     /// Waits until the dead letters sent so far are acknowledged.
     pub fn flush_dead_letters(&self, timeout: Duration) -> Result<(), KafkaError> {
         self.dead_letters.flush(timeout)
+    }
+
+    /// Commits the group's offsets (`partition -> next offset to read`), once the dead letters
+    /// of those records are acknowledged: the caller commits only what is durable downstream.
+    pub fn commit(&self, positions: &BTreeMap<i32, i64>) -> Result<(), KafkaError> {
+        if positions.is_empty() {
+            return Ok(());
+        }
+        self.flush_dead_letters(DEAD_LETTER_FLUSH)?;
+        let mut offsets = TopicPartitionList::new();
+        for (&partition, &next) in positions {
+            offsets.add_partition_offset(&self.settings.topic, partition, Offset::Offset(next))?;
+        }
+        self.consumer.commit(&offsets, CommitMode::Sync)
     }
 }
 
