@@ -30,7 +30,7 @@ enum Command {
     Run(commands::run::RunArgs),
     /// Edge agent: send audio (WAV files, stdin PCM, simulated machines) to Kafka as chunks.
     Agent(commands::agent::AgentArgs),
-    /// Create the audio, dead-letter and anomaly topics on a Kafka cluster.
+    /// Create the audio, dead-letter, anomaly and machine-registry topics on a Kafka cluster.
     Topics(commands::topics::TopicsArgs),
     /// Write the log-mel matrix of one WAV file as CSV or .npy.
     Features(commands::features::FeaturesArgs),

@@ -52,7 +52,7 @@ fn agents_to_anomaly_topic_with_dead_letters_and_archive() {
     let broker = Broker::start();
     let created = run_ok(auscult().args(["topics", "--brokers", &broker.address, "--partitions", "4"]));
     let created = String::from_utf8_lossy(&created.stdout);
-    assert_eq!(created.matches("created with 4 partitions").count(), 3, "{created}");
+    assert_eq!(created.matches("created with 4 partitions").count(), 4, "{created}");
     // 8 simulated machines, the 4th and 8th faulty from 400 s, sent as fast as the broker takes them.
     run_ok(auscult().args(["agent", "--brokers", &broker.address, "--simulate", "8", "--duration", "480"]).args([
         "--speed",
@@ -210,4 +210,58 @@ fn offsets_are_committed_after_the_outputs_and_a_restart_reads_only_what_is_new(
     let summary = run(second.path());
     assert_eq!(summary["totals"]["chunks_read"].as_u64().unwrap(), 60, "the restart re-read old audio");
     assert_eq!(committed_records(&summary), 240);
+}
+
+#[test]
+fn the_machine_registry_mutes_a_machine_and_overrides_its_learning() {
+    let broker = Broker::start();
+    run_ok(auscult().args(["topics", "--brokers", &broker.address, "--partitions", "4"]));
+    let producer: BaseProducer =
+        ClientConfig::new().set("bootstrap.servers", &broker.address).create().expect("a producer");
+    let entries: [(&str, Option<&str>); 4] = [
+        ("valve-03", Some(r#"{"site":"hall-b","muted":true}"#)),
+        ("pump-01", Some(r#"{"site":"hall-a","learning_s":60}"#)),
+        ("fan-00", Some(r#"{"learning_s":30}"#)),
+        ("fan-00", None),
+    ];
+    for (key, value) in entries {
+        let mut record: BaseRecord<'_, str, str> = BaseRecord::to("auscult.machines").key(key);
+        if let Some(value) = value {
+            record = record.payload(value);
+        }
+        producer.send(record).map_err(|(error, _)| error).expect("queued");
+    }
+    producer.flush(Duration::from_secs(30)).expect("flushed");
+    // valve-03 develops a fault at 400 s (seed 3); the others are healthy.
+    run_ok(auscult().args(["agent", "--brokers", &broker.address, "--simulate", "4", "--duration", "480"]).args([
+        "--speed",
+        "0",
+        "--seed",
+        "3",
+        "--start-time",
+        START,
+    ]));
+    let dir = tempfile::tempdir().unwrap();
+    let summary_path = dir.path().join("summary.json");
+    run_ok(
+        auscult()
+            .args(["run", "--brokers", &broker.address, "-w", "2", "--stop-when-idle", "2", "--events"])
+            .arg(dir.path().join("events.jsonl"))
+            .arg("--summary-json")
+            .arg(&summary_path),
+    );
+    let events = common::read_jsonl(&dir.path().join("events.jsonl"));
+    let summary = read_json(&summary_path);
+    let machine = |id: &str| {
+        summary["totals"]["machines"].as_array().unwrap().iter().find(|m| m["machine_id"] == id).unwrap().clone()
+    };
+    // The muted valve's fault opened alerts, but no event left the pipeline.
+    assert!(events.iter().all(|event| event["machine_id"] != "valve-03"), "{events:?}");
+    assert!(machine("valve-03")["events_muted"].as_u64().unwrap() > 0, "{}", machine("valve-03"));
+    // The pump learned for its own 60 s (30 windows of 2.05 s), not the configured 300 s.
+    let pump = machine("pump-01");
+    assert!((pump["learned_audio_s"].as_f64().unwrap() - 61.44).abs() < 0.01, "{pump}");
+    // fan-00's override was deleted by a tombstone: it learned for the configured span.
+    let fan = machine("fan-00");
+    assert!(fan["learned_audio_s"].as_f64().unwrap() >= 300.0, "{fan}");
 }

@@ -192,6 +192,8 @@ pub struct KafkaConfig {
     pub dlq_topic: String,
     /// Anomaly events, keyed by machine id.
     pub anomalies_topic: String,
+    /// The machine registry (compacted; key machine id, value a JSON entry, tombstone deletes).
+    pub machines_topic: String,
     /// Most bytes an agent buffers while the broker is away (then it drops and says so).
     pub agent_buffer_bytes: usize,
     /// How long an agent keeps retrying one chunk before counting it failed, s: long enough to
@@ -206,6 +208,7 @@ impl Default for KafkaConfig {
             audio_topic: "auscult.audio".to_owned(),
             dlq_topic: "auscult.audio.dlq".to_owned(),
             anomalies_topic: "auscult.anomalies".to_owned(),
+            machines_topic: "auscult.machines".to_owned(),
             agent_buffer_bytes: 64 * 1024 * 1024,
             agent_delivery_timeout_s: 300,
         }

@@ -20,8 +20,9 @@ use crate::model::{MachineMonitor, MonitorOutput};
 use crate::sources::{KafkaSource, MachineStream, Placement, SourcePlan};
 use auscult_connectors::archive::{ArchiveConfig, ArchiveWriter};
 use auscult_connectors::events::{EventTarget, EventWriter};
-use auscult_connectors::kafka::{ChunkConsumer, ConsumerSettings};
-use auscult_schemas::{AnomalyEvent, AudioChunk, BandDeviation, MachineId, MachineType, WindowRecord};
+use auscult_connectors::kafka::{ChunkConsumer, ConsumerSettings, RegistryChange, RegistryConsumer};
+use auscult_schemas::{AnomalyEvent, AudioChunk, BandDeviation, MachineEntry, MachineId, MachineType, WindowRecord};
+use differential_dataflow::input::{Input, InputSession};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -71,6 +72,8 @@ pub struct MachineSummary {
     pub windows_learned: u64,
     pub windows_scored: u64,
     pub alerts_opened: u64,
+    /// Alert events not emitted because the registry mutes the machine.
+    pub events_muted: u64,
     pub gaps: u64,
     pub duplicates: u64,
     pub warning_threshold: Option<f64>,
@@ -112,6 +115,8 @@ pub fn run(plan: RunPlan, timely_args: Vec<String>) -> Result<Vec<WorkerReport>,
 struct WorkerState {
     monitors: HashMap<MachineId, MachineMonitor>,
     report: WorkerReport,
+    /// Registry entries (canonical JSON) of the machines this worker owns.
+    registry: HashMap<MachineId, String>,
 }
 
 fn epoch_of(capture_us: i64, epoch_us: i64) -> u64 {
@@ -126,24 +131,35 @@ fn run_worker(worker: &mut Worker, plan: &RunPlan) -> WorkerReport {
     let state = Rc::new(RefCell::new(WorkerState::default()));
     state.borrow_mut().report.worker = index;
     let mut input = ChunkInput::new();
+    let mut registry_handle: Option<RegistryInput> = None;
     let probe = ProbeHandle::new();
     let durable = ProbeHandle::new();
     let placement = Arc::new(plan.source.placement(peers));
 
     worker.dataflow::<u64, _, _>(|scope| {
+        // The machine registry, a differential collection of (machine, entry as JSON), joined
+        // with the chunks on the machine's worker: an epoch's changes apply before its chunks.
+        let (registry_input, registry) = scope.new_collection::<(MachineId, String), isize>();
+        registry_handle = Some(registry_input);
         let records = input
             .to_stream(scope)
-            .unary_frontier(
+            .binary_frontier::<_, CapacityContainerBuilder<Vec<PipelineRecord>>, _, _, _, _>(
+                registry.inner,
                 Exchange::new({
                     let placement = Arc::clone(&placement);
                     move |chunk: &AudioChunk| placement.worker_of(&chunk.machine_id)
+                }),
+                Exchange::new({
+                    let placement = Arc::clone(&placement);
+                    move |((machine_id, _), _, _): &((MachineId, String), u64, isize)| placement.worker_of(machine_id)
                 }),
                 "MachineMonitors",
                 |_capability, _info| {
                     let config = config.clone();
                     let state = Rc::clone(&state);
                     let mut stash: BTreeMap<u64, (Capability<u64>, Vec<AudioChunk>)> = BTreeMap::new();
-                    move |(input, frontier), output| {
+                    let mut registry_changes: BTreeMap<u64, Vec<RegistryUpdate>> = BTreeMap::new();
+                    move |(input, frontier), (registry_updates, registry_frontier), output| {
                         input.for_each_stamp(|capability, data| {
                             let Some(capability) = capability.retain_least(output.output_index()) else {
                                 return;
@@ -152,12 +168,26 @@ fn run_worker(worker: &mut Worker, plan: &RunPlan) -> WorkerReport {
                                 stash.entry(*capability.time()).or_insert_with(|| (capability, Vec::new()));
                             data.for_each(|container| chunks.append(container));
                         });
+                        registry_updates.for_each_stamp(|_, data| {
+                            data.for_each(|container| {
+                                for (change, time, diff) in container.drain(..) {
+                                    registry_changes.entry(time).or_default().push((change, diff));
+                                }
+                            })
+                        });
                         while let Some(entry) = stash.first_entry() {
-                            if frontier.less_equal(entry.key()) {
+                            if frontier.less_equal(entry.key()) || registry_frontier.less_equal(entry.key()) {
                                 break;
                             }
-                            let (capability, chunks) = entry.remove();
-                            let mut records = monitor_epoch(&config, &mut state.borrow_mut(), chunks);
+                            let (epoch, (capability, chunks)) = entry.remove_entry();
+                            let mut state = state.borrow_mut();
+                            while let Some(changes) = registry_changes.first_entry() {
+                                if *changes.key() > epoch {
+                                    break;
+                                }
+                                apply_registry_changes(&mut state, changes.remove());
+                            }
+                            let mut records = monitor_epoch(&config, &mut state, chunks);
                             output.session(&capability).give_container(&mut records);
                         }
                     }
@@ -277,15 +307,25 @@ fn run_worker(worker: &mut Worker, plan: &RunPlan) -> WorkerReport {
         scope.concatenate(done).probe_with(&durable);
     });
 
+    let mut registry_input = registry_handle.expect("made with the dataflow");
     match &plan.source {
-        SourcePlan::Kafka(source) => drive_from_kafka(worker, &mut input, &probe, &durable, &state, source, epoch_us),
-        _ => drive_from_plan(worker, &mut input, &probe, &state, plan, &placement, epoch_us),
+        SourcePlan::Kafka(source) => {
+            let inputs = Inputs { chunks: &mut input, registry: &mut registry_input };
+            drive_from_kafka(worker, inputs, &probe, &durable, &state, source, &placement, epoch_us)
+        }
+        _ => {
+            // Files and simulated machines have no registry: its collection stays empty.
+            registry_input.advance_to(u64::MAX);
+            registry_input.flush();
+            drive_from_plan(worker, &mut input, &probe, &state, plan, &placement, epoch_us)
+        }
     }
+    drop(registry_input);
     input.close();
     while worker.step_or_park(None) {}
 
     let mut state = state.borrow_mut();
-    let WorkerState { monitors, report } = &mut *state;
+    let WorkerState { monitors, report, .. } = &mut *state;
     let mut machines: Vec<MachineSummary> = monitors
         .values()
         .map(|monitor| {
@@ -299,6 +339,7 @@ fn run_worker(worker: &mut Worker, plan: &RunPlan) -> WorkerReport {
                 windows_learned: stats.windows_learned,
                 windows_scored: stats.windows_scored,
                 alerts_opened: stats.alerts_opened,
+                events_muted: stats.events_muted,
                 gaps: stats.gaps,
                 duplicates: stats.duplicates,
                 warning_threshold: monitor.thresholds().map(|(warning, _)| warning),
@@ -313,6 +354,15 @@ fn run_worker(worker: &mut Worker, plan: &RunPlan) -> WorkerReport {
 }
 
 type ChunkInput = InputHandle<u64, CapacityContainerBuilder<Vec<AudioChunk>>>;
+type RegistryInput = InputSession<u64, (MachineId, String), isize>;
+/// One change of the registry collection: a machine's entry (as JSON) in or out.
+type RegistryUpdate = ((MachineId, String), isize);
+
+/// The inputs a Kafka-fed worker drives.
+struct Inputs<'a> {
+    chunks: &'a mut ChunkInput,
+    registry: &'a mut RegistryInput,
+}
 
 /// Feeds this worker's machines of a file or simulator plan epoch by epoch of capture time,
 /// never more than `EPOCHS_IN_FLIGHT` ahead of what the monitors have finished.
@@ -387,15 +437,19 @@ fn drive_from_plan(
 /// follows the newest capture time seen less one epoch of allowed lateness, and catches up
 /// whenever the topic is read to its end; a late chunk is processed in a later epoch, never
 /// lost, and a machine's chunks (one partition) keep their order.
+#[allow(clippy::too_many_arguments)]
 fn drive_from_kafka(
     worker: &mut Worker,
-    input: &mut ChunkInput,
+    inputs: Inputs<'_>,
     probe: &ProbeHandle<u64>,
     durable: &ProbeHandle<u64>,
     state: &Rc<RefCell<WorkerState>>,
     source: &KafkaSource,
+    placement: &Placement,
     epoch_us: i64,
 ) {
+    let Inputs { chunks: input, registry } = inputs;
+    let index = worker.index();
     let settings = ConsumerSettings {
         brokers: source.brokers.clone(),
         topic: source.topic.clone(),
@@ -404,18 +458,29 @@ fn drive_from_kafka(
         worker_index: worker.index(),
         workers: worker.peers(),
     };
-    let mut consumer = match ChunkConsumer::connect(settings) {
-        Ok(consumer) => consumer,
+    let connected = ChunkConsumer::connect(settings)
+        .and_then(|consumer| Ok((consumer, RegistryConsumer::connect(&source.brokers, &source.registry_topic)?)));
+    let (mut consumer, mut registry_consumer) = match connected {
+        Ok(connected) => connected,
         Err(error) => {
             state.borrow_mut().report.sink_errors.push(error.to_string());
             return;
         }
     };
+    // This worker's machines' registry entries, as last entered into the collection.
+    let mut entries: HashMap<MachineId, String> = HashMap::new();
     // Offsets read per input epoch, committed once every sink has made that epoch durable.
     let mut uncommitted: BTreeMap<u64, BTreeMap<i32, i64>> = BTreeMap::new();
     let mut newest_epoch = 0u64;
     let mut last_arrival = Instant::now();
     loop {
+        if let Some(registry_consumer) = &mut registry_consumer {
+            let (changes, refused) = registry_consumer.poll();
+            state.borrow_mut().report.skipped.extend(refused);
+            for change in changes {
+                enter_registry_change(registry, &mut entries, change, |id| placement.worker_of(id) == index as u64);
+            }
+        }
         let polled = consumer.poll(KAFKA_POLL_WAIT, KAFKA_POLL_RECORDS);
         if !polled.chunks.is_empty() {
             last_arrival = Instant::now();
@@ -440,6 +505,8 @@ fn drive_from_kafka(
         if target > *input.time() {
             input.advance_to(target);
         }
+        registry.advance_to(*input.time());
+        registry.flush();
         worker.step();
         let allowed = input.time().saturating_sub(EPOCHS_IN_FLIGHT);
         while probe.less_than(&allowed) {
@@ -453,6 +520,8 @@ fn drive_from_kafka(
     // Stopping: let every epoch finish, wait until what was read is durable (other workers
     // stop too, or this waits for them), then commit the rest.
     input.advance_to(u64::MAX);
+    registry.advance_to(u64::MAX);
+    registry.flush();
     while let Some(&last) = uncommitted.keys().next_back() {
         if !durable.less_equal(&last) || !state.borrow().report.sink_errors.is_empty() {
             break;
@@ -462,6 +531,54 @@ fn drive_from_kafka(
     if state.borrow().report.sink_errors.is_empty() {
         commit_durable(&consumer, durable, &mut uncommitted, state);
     }
+}
+
+/// Enters one registry change of a machine this worker owns as updates of the collection.
+fn enter_registry_change(
+    registry: &mut RegistryInput,
+    entries: &mut HashMap<MachineId, String>,
+    change: RegistryChange,
+    owned: impl Fn(&MachineId) -> bool,
+) {
+    let (machine_id, new) = match change {
+        RegistryChange::Upsert(machine_id, entry) => (machine_id, Some(entry.to_json())),
+        RegistryChange::Delete(machine_id) => (machine_id, None),
+    };
+    if !owned(&machine_id) || entries.get(&machine_id) == new.as_ref() {
+        return;
+    }
+    if let Some(old) = entries.remove(&machine_id) {
+        registry.update((machine_id.clone(), old), -1);
+    }
+    if let Some(new) = new {
+        registry.update((machine_id.clone(), new.clone()), 1);
+        entries.insert(machine_id, new);
+    }
+}
+
+/// Applies an epoch's registry updates to the worker's machines: retractions first, then the
+/// entries that replace them.
+fn apply_registry_changes(state: &mut WorkerState, mut changes: Vec<RegistryUpdate>) {
+    // An entry put in and taken out within one epoch cancels out.
+    differential_dataflow::consolidation::consolidate(&mut changes);
+    changes.sort_by_key(|(_, diff)| *diff);
+    for ((machine_id, json), diff) in changes {
+        if diff < 0 {
+            if state.registry.get(&machine_id) == Some(&json) {
+                state.registry.remove(&machine_id);
+            }
+        } else {
+            state.registry.insert(machine_id.clone(), json);
+        }
+        if let Some(monitor) = state.monitors.get_mut(&machine_id) {
+            monitor.apply_entry(registry_entry(&state.registry, &machine_id));
+        }
+    }
+}
+
+/// The registry entry of a machine (the default entry when it has none).
+fn registry_entry(registry: &HashMap<MachineId, String>, machine_id: &MachineId) -> MachineEntry {
+    registry.get(machine_id).and_then(|json| MachineEntry::parse(json.as_bytes()).ok()).unwrap_or_default()
 }
 
 /// Commits the offsets of the epochs that every sink has made durable.
@@ -492,7 +609,7 @@ fn commit_durable(
 /// order through each machine's monitor; returns the windows and events they made.
 fn monitor_epoch(config: &Config, state: &mut WorkerState, mut chunks: Vec<AudioChunk>) -> Vec<PipelineRecord> {
     chunks.sort_by(|a, b| (&a.machine_id, a.sequence).cmp(&(&b.machine_id, b.sequence)));
-    let WorkerState { monitors, report, .. } = state;
+    let WorkerState { monitors, report, registry } = state;
     let mut made = MonitorOutput::default();
     for chunk in chunks {
         if !monitors.contains_key(&chunk.machine_id) {
@@ -503,7 +620,8 @@ fn monitor_epoch(config: &Config, state: &mut WorkerState, mut chunks: Vec<Audio
                 ));
                 continue;
             }
-            let monitor = MachineMonitor::new(chunk.machine_id.clone(), chunk.machine_type.clone(), config);
+            let mut monitor = MachineMonitor::new(chunk.machine_id.clone(), chunk.machine_type.clone(), config);
+            monitor.apply_entry(registry_entry(registry, &chunk.machine_id));
             monitors.insert(chunk.machine_id.clone(), monitor);
         }
         let monitor = monitors.get_mut(&chunk.machine_id).expect("inserted above");

@@ -30,6 +30,8 @@ pub struct KafkaSource {
     pub brokers: String,
     pub topic: String,
     pub dlq_topic: String,
+    /// The machine registry's compacted topic.
+    pub registry_topic: String,
     pub group_id: String,
     /// Stop once every partition is read to its end and nothing arrived for this long
     /// (`None`: run until stopped).

@@ -12,6 +12,7 @@ pub mod chunk;
 pub mod event;
 pub mod features;
 pub mod machine;
+pub mod registry;
 pub mod time;
 
 pub use archive::{archive_schema, AlertState, ProfileState, WindowRecord};
@@ -19,3 +20,4 @@ pub use chunk::{AudioChunk, ChunkError, ChunkOrigin, SampleFormat, CHUNK_SCHEMA_
 pub use event::{AlertLevel, AnomalyEvent, BandDeviation, EventKind, EVENT_SCHEMA_ID};
 pub use features::FeatureSettings;
 pub use machine::{route_hash, MachineId, MachineIdError, MachineType};
+pub use registry::{MachineEntry, RegistryError};

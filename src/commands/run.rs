@@ -167,6 +167,7 @@ pub fn execute(args: RunArgs, mut config: Config) -> Result<()> {
                 brokers: brokers.clone(),
                 topic: config.kafka.audio_topic.clone(),
                 dlq_topic: config.kafka.dlq_topic.clone(),
+                registry_topic: config.kafka.machines_topic.clone(),
                 group_id: args.group.clone(),
                 stop_when_idle: args.stop_when_idle.map(|s| std::time::Duration::from_secs_f64(s.max(0.0))),
             }),

@@ -1,4 +1,5 @@
-//! `auscult topics`: creates the audio, dead-letter and anomaly topics on a Kafka cluster.
+//! `auscult topics`: creates the audio, dead-letter and anomaly topics and the compacted
+//! machine registry on a Kafka cluster.
 
 use anyhow::{bail, Result};
 use auscult_connectors::kafka::{create_topics, TopicOutcome};
@@ -21,7 +22,12 @@ pub struct TopicsArgs {
 pub fn execute(args: TopicsArgs, config: Config) -> Result<()> {
     let kafka = &config.kafka;
     let brokers = args.brokers.unwrap_or_else(|| kafka.brokers.clone());
-    let topics = [kafka.audio_topic.as_str(), kafka.dlq_topic.as_str(), kafka.anomalies_topic.as_str()];
+    let topics = [
+        (kafka.audio_topic.as_str(), false),
+        (kafka.dlq_topic.as_str(), false),
+        (kafka.anomalies_topic.as_str(), false),
+        (kafka.machines_topic.as_str(), true),
+    ];
     let mut failed = 0;
     for (topic, outcome) in create_topics(&brokers, &topics, args.partitions, args.replication)? {
         match outcome {

@@ -15,19 +15,28 @@ pub enum TopicOutcome {
     Failed(String),
 }
 
-/// Creates each topic with `partitions` partitions and `replication` replicas; a topic that
-/// exists already is left as it is.
+/// Creates each topic with `partitions` partitions and `replication` replicas, log-compacted
+/// where the flag says so; a topic that exists already is left as it is.
 pub fn create_topics(
     brokers: &str,
-    topics: &[&str],
+    topics: &[(&str, bool)],
     partitions: i32,
     replication: i32,
 ) -> Result<Vec<(String, TopicOutcome)>, KafkaTransportError> {
     let create = |source| KafkaTransportError::Create { brokers: brokers.to_owned(), source };
     let admin: AdminClient<DefaultClientContext> =
         ClientConfig::new().set("bootstrap.servers", brokers).create().map_err(create)?;
-    let new_topics: Vec<NewTopic<'_>> =
-        topics.iter().map(|topic| NewTopic::new(topic, partitions, TopicReplication::Fixed(replication))).collect();
+    let new_topics: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|&(topic, compacted)| {
+            let topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication));
+            if compacted {
+                topic.set("cleanup.policy", "compact")
+            } else {
+                topic
+            }
+        })
+        .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = block_on(admin.create_topics(new_topics.iter(), &options)).map_err(create)?;
     Ok(results

@@ -9,10 +9,12 @@
 pub mod admin;
 pub mod consumer;
 pub mod producer;
+pub mod registry;
 
 pub use admin::{create_topics, TopicOutcome};
 pub use consumer::{ChunkConsumer, ConsumerSettings, Polled};
 pub use producer::{ChunkProducer, DeliveryReport, EventProducer, KafkaTransportError, ProducerSettings};
+pub use registry::{RegistryChange, RegistryConsumer};
 
 /// Header naming the wire format and its version, e.g. `auscult.audio-chunk/1`.
 pub const HEADER_SCHEMA: &str = "auscult-schema";

@@ -14,12 +14,12 @@ use super::profile::{CalibrationSample, NormalProfile};
 use super::threshold::calibrate;
 use super::window::{BandGroups, WindowAccumulator, WindowFeatures};
 use crate::config::Config;
-use crate::dsp::{decode_to_mono, DecodeError, FeatureError, LogMelExtractor};
+use crate::dsp::{decode_to_mono, ChannelSelection, DecodeError, FeatureError, LogMelExtractor};
 use auscult_schemas::event::event_id;
 use auscult_schemas::time::{rfc3339, TimestampUs};
 use auscult_schemas::{
-    AlertState, AnomalyEvent, AudioChunk, BandDeviation, FeatureSettings, MachineId, MachineType, ProfileState,
-    WindowRecord, EVENT_SCHEMA_ID,
+    AlertState, AnomalyEvent, AudioChunk, BandDeviation, FeatureSettings, MachineEntry, MachineId, MachineType,
+    ProfileState, WindowRecord, EVENT_SCHEMA_ID,
 };
 
 /// Fewest learning windows a threshold is calibrated from, whatever `learning_s` says.
@@ -57,11 +57,22 @@ pub struct MonitorStats {
     pub windows_scored: u64,
     pub windows_adapted: u64,
     pub alerts_opened: u64,
+    /// Alert events not emitted because the registry mutes the machine.
+    pub events_muted: u64,
 }
 
 enum Phase {
-    Learning { moments: CoMoments, sample: CalibrationSample },
-    Scoring { profile: NormalProfile, warning_threshold: f64, alarm_threshold: f64 },
+    Learning {
+        moments: CoMoments,
+        sample: CalibrationSample,
+    },
+    Scoring {
+        profile: NormalProfile,
+        warning_threshold: f64,
+        alarm_threshold: f64,
+        /// The held-out learning scores, kept so a new false-alarm rate can be applied.
+        calibration_scores: Vec<f64>,
+    },
 }
 
 /// The state of one machine.
@@ -85,6 +96,9 @@ pub struct MachineMonitor {
     last_alert_bands: Vec<BandDeviation>,
     samples: Vec<f32>,
     features: Vec<f64>,
+    /// What the machine registry says about this machine (overrides of `defaults`).
+    entry: MachineEntry,
+    defaults: Config,
 }
 
 impl MachineMonitor {
@@ -113,7 +127,31 @@ impl MachineMonitor {
             samples: Vec::new(),
             features: Vec::with_capacity(dimensions),
             config: config.clone(),
+            entry: MachineEntry::default(),
+            defaults: config.clone(),
         }
+    }
+
+    /// Applies the machine's registry entry (the default entry undoes earlier overrides): its
+    /// channel, learning span and false-alarm rate replace the configured ones from the next
+    /// chunk on (a new rate re-calibrates the thresholds from the kept learning scores), and a
+    /// muted machine raises no events.
+    pub fn apply_entry(&mut self, entry: MachineEntry) {
+        let defaults = &self.defaults;
+        self.config.features.channel = entry.channel.map_or(defaults.features.channel, ChannelSelection::Channel);
+        self.config.model.learning_s = entry.learning_s.unwrap_or(defaults.model.learning_s);
+        let rate = entry.false_alarm_rate.unwrap_or(defaults.model.false_alarm_rate);
+        self.config.model.false_alarm_rate = rate;
+        if let Phase::Scoring { warning_threshold, alarm_threshold, calibration_scores, .. } = &mut self.phase {
+            *warning_threshold = calibrate(calibration_scores, rate);
+            *alarm_threshold = calibrate(calibration_scores, defaults.model.alarm_false_alarm_rate.min(rate));
+        }
+        self.entry = entry;
+    }
+
+    /// The registry entry in effect.
+    pub fn entry(&self) -> &MachineEntry {
+        &self.entry
     }
 
     /// Also explain windows that open no alert (`auscult eval --explain` shows them).
@@ -161,7 +199,9 @@ impl MachineMonitor {
         let extractor = self.extractor.as_ref().map_or(0, |e| e.heap_bytes());
         let phase = match &self.phase {
             Phase::Learning { moments, sample } => moments.heap_bytes() + sample.heap_bytes(),
-            Phase::Scoring { profile, .. } => profile.heap_bytes(),
+            Phase::Scoring { profile, calibration_scores, .. } => {
+                profile.heap_bytes() + calibration_scores.capacity() * 8
+            }
         };
         extractor + phase + self.window.heap_bytes() + self.samples.capacity() * 4 + self.features.capacity() * 8
     }
@@ -185,7 +225,8 @@ impl MachineMonitor {
             self.phase = Phase::Scoring {
                 profile,
                 warning_threshold: calibrate(&scores, model.false_alarm_rate),
-                alarm_threshold: calibrate(&scores, model.alarm_false_alarm_rate),
+                alarm_threshold: calibrate(&scores, model.alarm_false_alarm_rate.min(model.false_alarm_rate)),
+                calibration_scores: scores,
             };
         }
         true
@@ -304,7 +345,7 @@ impl MachineMonitor {
                     self.finish_learning();
                 }
             }
-            Phase::Scoring { profile, warning_threshold, alarm_threshold } => {
+            Phase::Scoring { profile, warning_threshold, alarm_threshold, .. } => {
                 let score = profile.score(&self.features);
                 let transition = self.alert.observe(score, *warning_threshold, *alarm_threshold);
                 self.stats.windows_scored += 1;
@@ -323,20 +364,24 @@ impl MachineMonitor {
                     let extractor = self.extractor.as_ref().expect("windows come from the extractor");
                     let top_bands = top_bands(profile, &self.features, &self.groups, extractor, model.top_bands);
                     self.last_alert_bands.clone_from(&top_bands);
-                    out.events.push(AnomalyEvent {
-                        schema: EVENT_SCHEMA_ID.to_owned(),
-                        event_id: event_id(&self.machine_id, transition.kind, transition.level, window_start_us),
-                        machine_id: self.machine_id.clone(),
-                        machine_type: self.machine_type.clone(),
-                        kind: transition.kind,
-                        level: transition.level,
-                        window_start: rfc3339(window_start_us),
-                        window_end: rfc3339(window_end_us),
-                        score,
-                        threshold,
-                        top_bands,
-                        learned_audio_s: self.learned_audio_s,
-                    });
+                    if self.entry.muted {
+                        self.stats.events_muted += 1;
+                    } else {
+                        out.events.push(AnomalyEvent {
+                            schema: EVENT_SCHEMA_ID.to_owned(),
+                            event_id: event_id(&self.machine_id, transition.kind, transition.level, window_start_us),
+                            machine_id: self.machine_id.clone(),
+                            machine_type: self.machine_type.clone(),
+                            kind: transition.kind,
+                            level: transition.level,
+                            window_start: rfc3339(window_start_us),
+                            window_end: rfc3339(window_end_us),
+                            score,
+                            threshold,
+                            top_bands,
+                            learned_audio_s: self.learned_audio_s,
+                        });
+                    }
                 } else if model.adapt
                     && self.alert.state() == AlertState::Normal
                     && score < model.adapt_below_fraction * *warning_threshold
