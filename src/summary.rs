@@ -2,6 +2,7 @@
 //! was skipped and why.
 
 use auscult_pipeline::dataflow::{MachineSummary, WorkerReport};
+use auscult_pipeline::fleet::FleetRow;
 use serde::Serialize;
 use std::io::{self, Write};
 use std::path::Path;
@@ -17,6 +18,8 @@ pub struct RunTotals {
     pub alerts_opened: u64,
     pub events_written: u64,
     pub dead_letters: u64,
+    /// The fleet view at the end of the run.
+    pub fleet: Vec<FleetRow>,
     pub archive_files: usize,
     pub archive_rows: u64,
     pub skipped: Vec<String>,
@@ -39,6 +42,7 @@ impl RunTotals {
             alerts_opened: machines.iter().map(|m| m.alerts_opened).sum(),
             events_written: reports.iter().map(|r| r.events_written).sum(),
             dead_letters: reports.iter().map(|r| r.dead_letters).sum(),
+            fleet: reports.iter().flat_map(|r| r.fleet.iter().cloned()).collect(),
             archive_files: reports.iter().map(|r| r.archive_files).sum(),
             archive_rows: reports.iter().map(|r| r.archive_rows).sum(),
             max_state_bytes: machines.iter().map(|m| m.state_bytes).max().unwrap_or(0),

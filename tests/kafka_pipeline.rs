@@ -52,7 +52,7 @@ fn agents_to_anomaly_topic_with_dead_letters_and_archive() {
     let broker = Broker::start();
     let created = run_ok(auscult().args(["topics", "--brokers", &broker.address, "--partitions", "4"]));
     let created = String::from_utf8_lossy(&created.stdout);
-    assert_eq!(created.matches("created with 4 partitions").count(), 4, "{created}");
+    assert_eq!(created.matches("created with 4 partitions").count(), 5, "{created}");
     // 8 simulated machines, the 4th and 8th faulty from 400 s, sent as fast as the broker takes them.
     run_ok(auscult().args(["agent", "--brokers", &broker.address, "--simulate", "8", "--duration", "480"]).args([
         "--speed",
@@ -264,4 +264,37 @@ fn the_machine_registry_mutes_a_machine_and_overrides_its_learning() {
     // fan-00's override was deleted by a tombstone: it learned for the configured span.
     let fan = machine("fan-00");
     assert!(fan["learned_audio_s"].as_f64().unwrap() >= 300.0, "{fan}");
+
+    // The fleet view on its compacted topic, read by an independent client: rows keyed by
+    // site/type as they changed.
+    let updates =
+        summary["workers"].as_array().unwrap().iter().map(|w| w["fleet_updates"].as_u64().unwrap()).sum::<u64>();
+    let records = broker.consume("auscult.fleet", updates as usize, Duration::from_secs(30));
+    assert_eq!(records.len() as u64, updates);
+    let rows: Vec<serde_json::Value> = records.iter().map(|r| serde_json::from_slice(&r.value).unwrap()).collect();
+    let keys: BTreeSet<&str> = records.iter().map(|record| record.key.as_str()).collect();
+    assert_eq!(keys, BTreeSet::from(["/fan", "/slider", "hall-a/pump", "hall-b/valve"]));
+    let max = |key: &str, field: &str| {
+        records
+            .iter()
+            .zip(&rows)
+            .filter(|(r, _)| r.key == key)
+            .map(|(_, row)| row[field].as_i64().unwrap())
+            .max()
+            .unwrap()
+    };
+    for key in ["/fan", "/slider", "hall-a/pump", "hall-b/valve"] {
+        assert_eq!(max(key, "machines_live"), 1, "{key}");
+        assert_eq!(max(key, "machines_learning"), 1, "{key}");
+        // 60 s of 2.05 s windows, at most 30 (29 or 30 depending on where the minute falls).
+        assert!((29..=30).contains(&max(key, "windows_last_minute")), "{key}: {}", max(key, "windows_last_minute"));
+    }
+    // The valve's fault shows as an open alert (muting silences events, not the view).
+    assert_eq!(max("hall-b/valve", "alerts_warning") + max("hall-b/valve", "alerts_alarm").min(1), 1);
+    assert_eq!(max("/fan", "alerts_warning"), 0);
+    // At the end every machine is scoring: none learning.
+    let last = |key: &str| {
+        records.iter().zip(&rows).filter(|(r, _)| r.key == key).map(|(_, row)| row.clone()).next_back().unwrap()
+    };
+    assert_eq!(last("hall-a/pump")["machines_learning"], 0);
 }

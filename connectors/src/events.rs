@@ -83,6 +83,17 @@ impl EventWriter {
         Ok(())
     }
 
+    /// Appends any JSON record under `key` (the key is used on Kafka only).
+    pub fn write_record(&mut self, key: &str, json: &str) -> Result<(), EventSinkError> {
+        match &mut self.out {
+            Output::Lines(out) => writeln!(out, "{json}")
+                .map_err(|source| EventSinkError::Write { target: self.target.clone(), source })?,
+            Output::Kafka(producer) => producer.send(key, json)?,
+        }
+        self.written += 1;
+        Ok(())
+    }
+
     /// Pushes everything written so far out; on Kafka, waits for the broker's acknowledgements.
     pub fn flush(&mut self) -> Result<(), EventSinkError> {
         match &mut self.out {

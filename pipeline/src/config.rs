@@ -194,6 +194,8 @@ pub struct KafkaConfig {
     pub anomalies_topic: String,
     /// The machine registry (compacted; key machine id, value a JSON entry, tombstone deletes).
     pub machines_topic: String,
+    /// The live fleet view (compacted; key `site/type`, value the row as JSON).
+    pub fleet_topic: String,
     /// Most bytes an agent buffers while the broker is away (then it drops and says so).
     pub agent_buffer_bytes: usize,
     /// How long an agent keeps retrying one chunk before counting it failed, s: long enough to
@@ -209,6 +211,7 @@ impl Default for KafkaConfig {
             dlq_topic: "auscult.audio.dlq".to_owned(),
             anomalies_topic: "auscult.anomalies".to_owned(),
             machines_topic: "auscult.machines".to_owned(),
+            fleet_topic: "auscult.fleet".to_owned(),
             agent_buffer_bytes: 64 * 1024 * 1024,
             agent_delivery_timeout_s: 300,
         }

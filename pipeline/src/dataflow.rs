@@ -16,16 +16,23 @@
 //! sequence order, and sinks finalize whole epochs (which is also where checkpoints will go).
 
 use crate::config::Config;
+use crate::fleet::{
+    fleet_counts, FleetCountChange, FleetFact, FleetKey, FleetMetric, FleetRow, FleetView, MachineStatus,
+};
 use crate::model::{MachineMonitor, MonitorOutput};
 use crate::sources::{KafkaSource, MachineStream, Placement, SourcePlan};
 use auscult_connectors::archive::{ArchiveConfig, ArchiveWriter};
 use auscult_connectors::events::{EventTarget, EventWriter};
 use auscult_connectors::kafka::{ChunkConsumer, ConsumerSettings, RegistryChange, RegistryConsumer};
-use auscult_schemas::{AnomalyEvent, AudioChunk, BandDeviation, MachineEntry, MachineId, MachineType, WindowRecord};
+use auscult_schemas::{
+    AlertState, AnomalyEvent, AudioChunk, BandDeviation, ChunkOrigin, MachineEntry, MachineId, MachineType,
+    WindowRecord,
+};
 use differential_dataflow::input::{Input, InputSession};
+use differential_dataflow::AsCollection;
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -43,6 +50,8 @@ const EPOCHS_IN_FLIGHT: u64 = 2;
 /// How long one Kafka poll waits for records, and how many it takes at most.
 const KAFKA_POLL_WAIT: Duration = Duration::from_millis(100);
 const KAFKA_POLL_RECORDS: usize = 512;
+/// Most chunks a Kafka-fed worker holds back to replay a backlog in capture-time order.
+const KAFKA_PENDING_CHUNKS: usize = 8_192;
 
 /// Everything one run needs.
 #[derive(Clone)]
@@ -53,6 +62,9 @@ pub struct RunPlan {
     pub events: Option<EventTarget>,
     /// The archive root; `None` writes no archive.
     pub archive_dir: Option<PathBuf>,
+    /// Where the fleet view's changed rows go (the compacted topic `auscult.fleet`); `None`
+    /// keeps only the final view in the report.
+    pub fleet: Option<EventTarget>,
 }
 
 /// What the monitors emit.
@@ -60,7 +72,12 @@ pub struct RunPlan {
 pub enum PipelineRecord {
     Window(WindowRecord),
     Event(AnomalyEvent),
+    /// A change of the fleet view's facts, at an epoch.
+    Fleet(FleetUpdate),
 }
+
+/// A fleet fact going in (+1) or out (-1) at an epoch.
+pub type FleetUpdate = ((FleetKey, FleetFact), u64, isize);
 
 /// What one machine did during the run.
 #[derive(Debug, Clone, Serialize)]
@@ -95,6 +112,10 @@ pub struct WorkerReport {
     pub events_written: u64,
     /// Records of the audio topic sent to the dead-letter topic.
     pub dead_letters: u64,
+    /// Fleet view rows published (changed rows, summed over epochs).
+    pub fleet_updates: u64,
+    /// The fleet view at the end of the run (worker 0).
+    pub fleet: Vec<FleetRow>,
     /// The consumer group's committed offsets of this worker's partitions (partition -> next
     /// offset), as of the end of the run.
     pub committed_offsets: BTreeMap<i32, i64>,
@@ -117,6 +138,8 @@ struct WorkerState {
     report: WorkerReport,
     /// Registry entries (canonical JSON) of the machines this worker owns.
     registry: HashMap<MachineId, String>,
+    /// The fleet view's last status of each machine this worker owns.
+    fleet_status: HashMap<MachineId, (FleetKey, MachineStatus)>,
 }
 
 fn epoch_of(capture_us: i64, epoch_us: i64) -> u64 {
@@ -187,7 +210,7 @@ fn run_worker(worker: &mut Worker, plan: &RunPlan) -> WorkerReport {
                                 }
                                 apply_registry_changes(&mut state, changes.remove());
                             }
-                            let mut records = monitor_epoch(&config, &mut state, chunks);
+                            let mut records = monitor_epoch(&config, &mut state, epoch, chunks);
                             output.session(&capability).give_container(&mut records);
                         }
                     }
@@ -196,16 +219,75 @@ fn run_worker(worker: &mut Worker, plan: &RunPlan) -> WorkerReport {
             .probe_with(&probe);
         let windows = records.clone().flat_map(|record| match record {
             PipelineRecord::Window(window) => Some(window),
-            PipelineRecord::Event(_) => None,
+            _ => None,
         });
-        let events = records.flat_map(|record| match record {
+        let events = records.clone().flat_map(|record| match record {
             PipelineRecord::Event(event) => Some(event),
-            PipelineRecord::Window(_) => None,
+            _ => None,
         });
+        // The fleet view: facts from every worker, counted incrementally by differential, the
+        // changed rows published by worker 0 once their epoch is complete.
+        let facts = records
+            .flat_map(|record| match record {
+                PipelineRecord::Fleet(update) => Some(update),
+                _ => None,
+            })
+            .as_collection();
+        let minute_epochs = (60_000 / config.stream.epoch_ms.max(1)).max(1);
+        let counts = fleet_counts(facts, minute_epochs);
+        let fleet_target = plan.fleet.clone().filter(|_| index == 0);
+        let mut fleet_writer = fleet_target.map(|target| EventWriter::open(&target));
+        let fleet_state = Rc::clone(&state);
+        let fleet_done = counts.inner.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+            Exchange::new(|_: &(((FleetKey, FleetMetric), isize), u64, isize)| 0u64),
+            "FleetSink",
+            move |_capability, _info| {
+                let mut by_epoch: BTreeMap<u64, (Capability<u64>, Vec<FleetCountChange>)> = BTreeMap::new();
+                let mut view = FleetView::default();
+                move |(input, frontier), output| {
+                    input.for_each_stamp(|capability, data| {
+                        let Some(capability) = capability.retain_least(output.output_index()) else {
+                            return;
+                        };
+                        data.for_each(|container| {
+                            for (change, time, diff) in container.drain(..) {
+                                let (_, changes) =
+                                    by_epoch.entry(time).or_insert_with(|| (capability.delayed(&time), Vec::new()));
+                                changes.push((change, diff));
+                            }
+                        })
+                    });
+                    while let Some(entry) = by_epoch.first_entry() {
+                        if frontier.less_equal(entry.key()) {
+                            break;
+                        }
+                        let (_capability, changes) = entry.remove();
+                        let rows = view.apply(changes);
+                        let mut state = fleet_state.borrow_mut();
+                        if let Some(Ok(writer)) = fleet_writer.as_mut() {
+                            let written = rows
+                                .iter()
+                                .try_for_each(|row| {
+                                    let key = format!("{}/{}", row.site, row.machine_type);
+                                    writer.write_record(&key, &serde_json::to_string(row).expect("plain data"))
+                                })
+                                .and_then(|()| writer.flush());
+                            if let Err(error) = written {
+                                state.report.sink_errors.push(error.to_string());
+                            }
+                        } else if let Some(Err(error)) = fleet_writer.as_ref() {
+                            state.report.sink_errors.push(error.to_string());
+                        }
+                        state.report.fleet_updates += rows.len() as u64;
+                        state.report.fleet = view.rows();
+                    }
+                }
+            },
+        );
         // Each sink holds a capability for every epoch it has not yet made durable, so the
         // `durable` probe on their (empty) outputs says which epochs are safely written: the
         // Kafka source commits offsets only up to there.
-        let mut done = Vec::new();
+        let mut done = vec![fleet_done];
         if let Some(dir) = &plan.archive_dir {
             let archive_config = ArchiveConfig {
                 dir: dir.clone(),
@@ -472,6 +554,9 @@ fn drive_from_kafka(
     // Offsets read per input epoch, committed once every sink has made that epoch durable.
     let mut uncommitted: BTreeMap<u64, BTreeMap<i32, i64>> = BTreeMap::new();
     let mut newest_epoch = 0u64;
+    let mut pending: BTreeMap<u64, Vec<AudioChunk>> = BTreeMap::new();
+    let mut pending_chunks = 0usize;
+    let mut partition_epochs: BTreeMap<i32, u64> = BTreeMap::new();
     let mut last_arrival = Instant::now();
     loop {
         if let Some(registry_consumer) = &mut registry_consumer {
@@ -494,15 +579,49 @@ fn drive_from_kafka(
             }
             state.report.chunks_read += polled.chunks.len() as u64;
         }
-        if !polled.positions.is_empty() {
-            uncommitted.entry(*input.time()).or_default().extend(polled.positions);
-        }
+        // Chunks wait in `pending` until every partition still being read has passed their
+        // epoch, so a backlog is replayed in capture-time epochs; a late chunk goes in the
+        // current epoch.
+        let mut poll_epoch = *input.time();
         for chunk in polled.chunks {
-            newest_epoch = newest_epoch.max(epoch_of(chunk.capture_start_us, epoch_us));
-            input.send(chunk);
+            let epoch = epoch_of(chunk.capture_start_us, epoch_us);
+            newest_epoch = newest_epoch.max(epoch);
+            if let ChunkOrigin::Kafka { partition, .. } = &chunk.origin {
+                let latest = partition_epochs.entry(*partition).or_insert(epoch);
+                *latest = (*latest).max(epoch);
+            }
+            poll_epoch = poll_epoch.max(epoch);
+            pending_chunks += 1;
+            pending.entry(epoch.max(*input.time())).or_default().push(chunk);
         }
-        let target = if polled.caught_up { newest_epoch + 1 } else { newest_epoch.saturating_sub(1) };
-        if target > *input.time() {
+        if !polled.positions.is_empty() {
+            uncommitted.entry(poll_epoch).or_default().extend(polled.positions);
+        }
+        let watermark = if polled.caught_up {
+            u64::MAX
+        } else {
+            consumer
+                .partitions_behind()
+                .iter()
+                .map(|partition| partition_epochs.get(partition).copied().unwrap_or(*input.time()))
+                .min()
+                .unwrap_or(u64::MAX)
+        };
+        while let Some(entry) = pending.first_entry() {
+            if *entry.key() > watermark && pending_chunks <= KAFKA_PENDING_CHUNKS {
+                break;
+            }
+            let (epoch, chunks) = entry.remove_entry();
+            if epoch > *input.time() {
+                input.advance_to(epoch);
+            }
+            pending_chunks -= chunks.len();
+            for chunk in chunks {
+                input.send(chunk);
+            }
+        }
+        let target = if polled.caught_up { newest_epoch + 1 } else { watermark.min(newest_epoch) };
+        if target > *input.time() && pending.first_key_value().is_none_or(|(first, _)| *first >= target) {
             input.advance_to(target);
         }
         registry.advance_to(*input.time());
@@ -607,9 +726,15 @@ fn commit_durable(
 
 /// The work of "MachineMonitors" for one finished epoch: its chunks in (machine, sequence)
 /// order through each machine's monitor; returns the windows and events they made.
-fn monitor_epoch(config: &Config, state: &mut WorkerState, mut chunks: Vec<AudioChunk>) -> Vec<PipelineRecord> {
+fn monitor_epoch(
+    config: &Config,
+    state: &mut WorkerState,
+    epoch: u64,
+    mut chunks: Vec<AudioChunk>,
+) -> Vec<PipelineRecord> {
     chunks.sort_by(|a, b| (&a.machine_id, a.sequence).cmp(&(&b.machine_id, b.sequence)));
-    let WorkerState { monitors, report, registry } = state;
+    let WorkerState { monitors, report, registry, fleet_status } = state;
+    let touched: BTreeSet<MachineId> = chunks.iter().map(|chunk| chunk.machine_id.clone()).collect();
     let mut made = MonitorOutput::default();
     for chunk in chunks {
         if !monitors.contains_key(&chunk.machine_id) {
@@ -630,8 +755,43 @@ fn monitor_epoch(config: &Config, state: &mut WorkerState, mut chunks: Vec<Audio
             report.skipped.push(format!("{}: {error}", chunk.origin));
         }
     }
-    let windows = made.windows.into_iter().map(PipelineRecord::Window);
-    windows.chain(made.events.into_iter().map(PipelineRecord::Event)).collect()
+    // Fleet facts: each window, and each touched machine's status where it changed.
+    let mut records: Vec<PipelineRecord> = Vec::new();
+    for machine_id in touched {
+        let Some(monitor) = monitors.get(&machine_id) else { continue };
+        let entry = monitor.entry();
+        let key = FleetKey {
+            site: entry.site.clone().unwrap_or_default(),
+            machine_type: entry.machine_type.as_ref().unwrap_or(monitor.machine_type()).to_string(),
+        };
+        let status = match (monitor.thresholds(), monitor.alert_state()) {
+            (None, _) => MachineStatus::Learning,
+            (Some(_), AlertState::Normal) => MachineStatus::Normal,
+            (Some(_), AlertState::Warning) => MachineStatus::Warning,
+            (Some(_), AlertState::Alarm) => MachineStatus::Alarm,
+        };
+        let now = (key.clone(), status);
+        if fleet_status.get(&machine_id) != Some(&now) {
+            if let Some((old_key, old_status)) = fleet_status.insert(machine_id.clone(), now) {
+                records.push(PipelineRecord::Fleet((
+                    (old_key, FleetFact::Status(machine_id.clone(), old_status)),
+                    epoch,
+                    -1,
+                )));
+            }
+            records.push(PipelineRecord::Fleet((
+                (key.clone(), FleetFact::Status(machine_id.clone(), status)),
+                epoch,
+                1,
+            )));
+        }
+        for _ in made.windows.iter().filter(|window| window.machine_id == machine_id) {
+            records.push(PipelineRecord::Fleet(((key.clone(), FleetFact::Window(machine_id.clone())), epoch, 1)));
+        }
+    }
+    records.extend(made.windows.into_iter().map(PipelineRecord::Window));
+    records.extend(made.events.into_iter().map(PipelineRecord::Event));
+    records
 }
 
 fn commit_batch(

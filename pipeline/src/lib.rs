@@ -9,6 +9,7 @@ pub mod config;
 pub mod dataflow;
 pub mod dsp;
 pub mod eval;
+pub mod fleet;
 pub mod model;
 pub mod sources;
 

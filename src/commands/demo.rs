@@ -65,6 +65,7 @@ pub fn execute(args: DemoArgs, config: Config) -> Result<()> {
         source: SourcePlan::Simulated { machines, duration_s: args.duration },
         events: Some(EventTarget::File(events_path.clone())),
         archive_dir: Some(archive_dir.clone()),
+        fleet: None,
     };
     let started = Instant::now();
     let reports =

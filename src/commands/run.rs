@@ -181,7 +181,11 @@ pub fn execute(args: RunArgs, mut config: Config) -> Result<()> {
         }
         (None, None) => EventTarget::Stdout,
     };
-    let plan = RunPlan { config, source, events: Some(events), archive_dir: args.archive.clone() };
+    let fleet = args
+        .brokers
+        .as_ref()
+        .map(|brokers| EventTarget::Kafka { brokers: brokers.clone(), topic: config.kafka.fleet_topic.clone() });
+    let plan = RunPlan { config, source, events: Some(events), archive_dir: args.archive.clone(), fleet };
     let started = Instant::now();
     let reports = run(plan, args.cluster.timely_args()).map_err(anyhow::Error::msg).context("the dataflow failed")?;
     let totals = RunTotals::new(&reports, skipped, started.elapsed());

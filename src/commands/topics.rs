@@ -27,6 +27,7 @@ pub fn execute(args: TopicsArgs, config: Config) -> Result<()> {
         (kafka.dlq_topic.as_str(), false),
         (kafka.anomalies_topic.as_str(), false),
         (kafka.machines_topic.as_str(), true),
+        (kafka.fleet_topic.as_str(), true),
     ];
     let mut failed = 0;
     for (topic, outcome) in create_topics(&brokers, &topics, args.partitions, args.replication)? {

@@ -101,6 +101,11 @@ impl ChunkConsumer {
         Ok(Self { consumer, dead_letters, settings, partitions, at_end })
     }
 
+    /// The partitions of this worker not yet read to their end.
+    pub fn partitions_behind(&self) -> Vec<i32> {
+        self.partitions.iter().zip(&self.at_end).filter(|(_, &end)| !end).map(|(&partition, _)| partition).collect()
+    }
+
     /// The partitions this worker reads.
     pub fn partitions(&self) -> &[i32] {
         &self.partitions

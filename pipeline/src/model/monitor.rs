@@ -149,6 +149,11 @@ impl MachineMonitor {
         self.entry = entry;
     }
 
+    /// The alert state after the last window.
+    pub fn alert_state(&self) -> AlertState {
+        self.alert.state()
+    }
+
     /// The registry entry in effect.
     pub fn entry(&self) -> &MachineEntry {
         &self.entry
