@@ -136,3 +136,53 @@ fn the_agent_rides_out_a_broker_crash_and_restart() {
     sequences.sort_unstable();
     assert_eq!(sequences, (0..20).collect::<Vec<_>>(), "every chunk exactly once");
 }
+
+#[test]
+fn the_agent_flushes_and_reports_on_sigint() {
+    let broker = Broker::start();
+    broker.create_topic(TOPIC, 4);
+    let agent = auscult()
+        .args(["agent", "--brokers", &broker.address, "--simulate", "1", "--duration", "60", "--speed", "1"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the agent starts");
+    std::thread::sleep(Duration::from_secs(3));
+    let interrupted = std::process::Command::new("kill").args(["-INT", &agent.id().to_string()]).status().unwrap();
+    assert!(interrupted.success());
+    let output = agent.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("stopping on a signal"), "{stderr}");
+    let sent: usize = stderr
+        .lines()
+        .find_map(|line| line.strip_prefix("auscult agent: ")?.split(" chunks sent").next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no report in {stderr}"));
+    assert!((2..=6).contains(&sent), "{sent} chunks in about 3 s of real time: {stderr}");
+    assert!(stderr.contains(&format!("{sent} chunks sent, {sent} delivered, 0 failed")), "{stderr}");
+    assert_eq!(broker.consume(TOPIC, sent, Duration::from_secs(30)).len(), sent);
+}
+
+#[test]
+fn wav_files_are_replayed_as_their_machine() {
+    let broker = Broker::start();
+    broker.create_topic(TOPIC, 4);
+    let corpus = tempfile::tempdir().unwrap();
+    let normal = corpus.path().join("fan/id_00/normal");
+    std::fs::create_dir_all(&normal).unwrap();
+    for name in ["00000000.wav", "00000001.wav"] {
+        std::fs::copy(common::mimii().join("fan/id_00/normal").join(name), normal.join(name)).unwrap();
+    }
+    let output =
+        run_ok(auscult().args(["agent", "--brokers", &broker.address, "--speed", "0", "--input"]).arg(corpus.path()));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("20 chunks sent, 20 delivered"), "{stderr}");
+    let messages = broker.consume(TOPIC, 20, Duration::from_secs(30));
+    assert_eq!(messages.len(), 20);
+    assert!(messages.iter().all(|message| message.key == "fan-id_00"));
+    let frames: usize = messages
+        .iter()
+        .map(|message| AudioChunk::decode(&message.value, ChunkOrigin::File { path: "kafka".to_owned() }).unwrap())
+        .map(|chunk| chunk.frames())
+        .sum();
+    assert_eq!(frames, 2 * 160_000, "two 10 s clips at 16 kHz");
+}

@@ -128,6 +128,50 @@ fn agents_to_anomaly_topic_with_dead_letters_and_archive() {
         }
     }
     assert_eq!(alerted, BTreeSet::from(["fan-07".to_owned(), "valve-03".to_owned()]), "{events:?}");
+    // And by a Python client (kafka-python), against the published JSON Schema.
+    let script = r#"
+import sys, json, jsonschema
+from kafka import KafkaConsumer
+validator = jsonschema.Draft202012Validator(json.load(open(sys.argv[1])), format_checker=jsonschema.FormatChecker())
+consumer = KafkaConsumer("auscult.anomalies", bootstrap_servers=sys.argv[2], auto_offset_reset="earliest",
+                         consumer_timeout_ms=5000)
+count = 0
+for record in consumer:
+    event = json.loads(record.value)
+    errors = list(validator.iter_errors(event))
+    if errors:
+        raise SystemExit(f"invalid event {event}: {errors[0].message}")
+    if record.key.decode() != event["machine_id"]:
+        raise SystemExit(f"key {record.key} is not the event's machine")
+    count += 1
+print(count)
+"#;
+    let schema = common::repo().join("schemas/anomaly-event.schema.json");
+    let validated = python_ok(script, &[&schema, std::path::Path::new(&broker.address)]);
+    assert_eq!(validated.trim().parse::<u64>().unwrap(), totals["events_written"].as_u64().unwrap());
+
+    // Offsets: every record read, good or malformed, is committed.
+    let committed: u64 = summary["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|worker| worker["committed_offsets"].as_object().unwrap().values())
+        .map(|offset| offset.as_u64().unwrap())
+        .sum();
+    assert_eq!(committed, 8 * 480 + 10 + malformed as u64);
+
+    // The fleet view at the end: every machine counted once, in its type's row.
+    let fleet = totals["fleet"].as_array().unwrap();
+    for (machine_type, machines) in [("fan", 2), ("pump", 3), ("slider", 2), ("valve", 2)] {
+        let row = fleet.iter().find(|row| row["machine_type"] == machine_type && row["site"] == "").unwrap();
+        let counted: i64 = ["machines_learning", "machines_normal", "alerts_warning", "alerts_alarm"]
+            .iter()
+            .map(|field| row[*field].as_i64().unwrap())
+            .sum();
+        assert_eq!(counted, machines, "{row}");
+    }
+    let pump = fleet.iter().find(|row| row["machine_type"] == "pump").unwrap();
+    assert_eq!(pump["machines_learning"], 1, "pump-py sent 10 s: still learning");
 
     // Archive rows are the windows the audio makes, read back by DuckDB.
     let windows: u64 = totals["machines"]
