@@ -4,8 +4,6 @@
 
 use anyhow::{bail, Context, Result};
 use auscult_connectors::kafka::{ChunkProducer, DeliveryReport, ProducerSettings};
-use auscult_connectors::layout::discover;
-use auscult_connectors::simulator::{fleet, FleetSpec};
 use auscult_pipeline::sources::{MachineStream, SourcePlan};
 use auscult_pipeline::Config;
 use auscult_schemas::{AudioChunk, ChunkOrigin, MachineId, MachineType, SampleFormat};
@@ -17,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::run::FAULT_AFTER_LEARNING_S;
+use super::run::{local_plan, Simulation};
 
 #[derive(Debug, Args)]
 pub struct AgentArgs {
@@ -140,29 +138,9 @@ pub fn execute(args: AgentArgs, config: Config) -> Result<()> {
 }
 
 fn plan(args: &AgentArgs, config: &Config) -> Result<SourcePlan> {
-    match (&args.input, args.simulate) {
-        (Some(dir), _) => {
-            let discovery = discover(dir)?;
-            for note in &discovery.skipped {
-                eprintln!("skipped: {note}");
-            }
-            if discovery.machines.is_empty() {
-                bail!("{}: no WAV files of any machine found", dir.display());
-            }
-            Ok(SourcePlan::Files { machines: discovery.machines })
-        }
-        (None, Some(machines)) => {
-            let spec = FleetSpec {
-                machines,
-                seed: args.seed,
-                snr_db: args.snr,
-                fault_onset_s: config.model.learning_s + FAULT_AFTER_LEARNING_S,
-                ..FleetSpec::default()
-            };
-            Ok(SourcePlan::Simulated { machines: fleet(&spec), duration_s: args.duration })
-        }
-        (None, None) => bail!("give --input DIR, --simulate N or --stdin"),
-    }
+    let simulation = Simulation { seed: args.seed, snr_db: args.snr, duration_s: args.duration };
+    local_plan(args.input.as_deref(), args.simulate, &simulation, config, &mut Vec::new())?
+        .context("give --input DIR, --simulate N or --stdin")
 }
 
 /// Sends every machine's chunks, interleaved in capture-time order.

@@ -137,10 +137,23 @@ pub struct RunArgs {
 /// Simulated faults start this long after a machine's learning span, so they are scored.
 pub const FAULT_AFTER_LEARNING_S: f64 = 100.0;
 
-pub fn execute(args: RunArgs, mut config: Config) -> Result<()> {
-    args.overrides.apply(&mut config)?;
-    let mut skipped = Vec::new();
-    let source = match (&args.input, args.simulate) {
+/// How simulated machines sound and for how long.
+pub struct Simulation {
+    pub seed: u64,
+    pub snr_db: f64,
+    pub duration_s: f64,
+}
+
+/// The plan for WAV files in `input` or `simulate` simulated machines (`None` if neither is
+/// given); folders skipped while discovering files are noted in `skipped` and on stderr.
+pub fn local_plan(
+    input: Option<&std::path::Path>,
+    simulate: Option<usize>,
+    simulation: &Simulation,
+    config: &Config,
+    skipped: &mut Vec<String>,
+) -> Result<Option<SourcePlan>> {
+    match (input, simulate) {
         (Some(dir), _) => {
             let discovery = discover(dir)?;
             skipped.extend(discovery.skipped.iter().cloned());
@@ -150,19 +163,29 @@ pub fn execute(args: RunArgs, mut config: Config) -> Result<()> {
             if discovery.machines.is_empty() {
                 bail!("{}: no WAV files of any machine found", dir.display());
             }
-            SourcePlan::Files { machines: discovery.machines }
+            Ok(Some(SourcePlan::Files { machines: discovery.machines }))
         }
         (None, Some(machines)) => {
             let spec = FleetSpec {
                 machines,
-                seed: args.seed,
-                snr_db: args.snr,
+                seed: simulation.seed,
+                snr_db: simulation.snr_db,
                 fault_onset_s: config.model.learning_s + FAULT_AFTER_LEARNING_S,
                 ..FleetSpec::default()
             };
-            SourcePlan::Simulated { machines: fleet(&spec), duration_s: args.duration }
+            Ok(Some(SourcePlan::Simulated { machines: fleet(&spec), duration_s: simulation.duration_s }))
         }
-        (None, None) => match &args.brokers {
+        (None, None) => Ok(None),
+    }
+}
+
+pub fn execute(args: RunArgs, mut config: Config) -> Result<()> {
+    args.overrides.apply(&mut config)?;
+    let mut skipped = Vec::new();
+    let simulation = Simulation { seed: args.seed, snr_db: args.snr, duration_s: args.duration };
+    let source = match local_plan(args.input.as_deref(), args.simulate, &simulation, &config, &mut skipped)? {
+        Some(plan) => plan,
+        None => match &args.brokers {
             Some(brokers) => SourcePlan::Kafka(KafkaSource {
                 brokers: brokers.clone(),
                 topic: config.kafka.audio_topic.clone(),

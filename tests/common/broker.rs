@@ -3,8 +3,7 @@
 //! before the tests.
 
 use super::repo;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use auscult_connectors::kafka::{create_topics, TopicOutcome};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
@@ -69,14 +68,8 @@ impl Broker {
 
     /// Creates `topic` with `partitions` partitions (replication 1).
     pub fn create_topic(&self, topic: &str, partitions: i32) {
-        let admin: AdminClient<DefaultClientContext> =
-            ClientConfig::new().set("bootstrap.servers", &self.address).create().expect("an admin client");
-        let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
-        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-        let results = block_on(admin.create_topics([&new_topic], &options)).expect("topic creation answered");
-        for result in results {
-            result.unwrap_or_else(|(name, code)| panic!("cannot create topic {name}: {code:?}"));
-        }
+        let outcomes = create_topics(&self.address, &[(topic, false)], partitions, 1).expect("topic creation answered");
+        assert_eq!(outcomes, vec![(topic.to_owned(), TopicOutcome::Created)]);
     }
 
     /// Reads every message of `topic` from the beginning until `expected` arrived or `timeout`
@@ -139,18 +132,5 @@ impl Consumed {
 
     pub fn header(&self, key: &str) -> Option<&str> {
         self.headers.iter().find(|(name, _)| name == key).map(|(_, value)| value.as_str())
-    }
-}
-
-/// Runs a future to completion on this thread (the admin client's futures need no runtime).
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    use std::task::{Context, Poll, Waker};
-    let mut future = std::pin::pin!(future);
-    let mut context = Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut context) {
-            return output;
-        }
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
