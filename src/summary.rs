@@ -20,6 +20,9 @@ pub struct RunTotals {
     pub dead_letters: u64,
     /// The fleet view at the end of the run.
     pub fleet: Vec<FleetRow>,
+    /// Live sources: capture-to-score latency of scored windows, ms (50th and 99th percentile).
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p99_ms: Option<f64>,
     pub archive_files: usize,
     pub archive_rows: u64,
     pub skipped: Vec<String>,
@@ -43,6 +46,8 @@ impl RunTotals {
             events_written: reports.iter().map(|r| r.events_written).sum(),
             dead_letters: reports.iter().map(|r| r.dead_letters).sum(),
             fleet: reports.iter().flat_map(|r| r.fleet.iter().cloned()).collect(),
+            latency_p50_ms: percentile(reports, 0.50),
+            latency_p99_ms: percentile(reports, 0.99),
             archive_files: reports.iter().map(|r| r.archive_files).sum(),
             archive_rows: reports.iter().map(|r| r.archive_rows).sum(),
             max_state_bytes: machines.iter().map(|m| m.state_bytes).max().unwrap_or(0),
@@ -103,6 +108,9 @@ pub fn print_run_summary(out: &mut impl Write, totals: &RunTotals, archive: Opti
             dir.display()
         )?;
     }
+    if let (Some(p50), Some(p99)) = (totals.latency_p50_ms, totals.latency_p99_ms) {
+        writeln!(out, "latency from capture to score: p50 {p50:.0} ms, p99 {p99:.0} ms")?;
+    }
     if totals.dead_letters > 0 {
         writeln!(
             out,
@@ -117,4 +125,15 @@ pub fn print_run_summary(out: &mut impl Write, totals: &RunTotals, archive: Opti
         }
     }
     Ok(())
+}
+
+/// The `quantile` of every worker's latency samples (nearest rank).
+fn percentile(reports: &[WorkerReport], quantile: f64) -> Option<f64> {
+    let mut samples: Vec<f32> = reports.iter().flat_map(|report| report.latency_ms.iter().copied()).collect();
+    if samples.is_empty() {
+        return None;
+    }
+    samples.sort_by(f32::total_cmp);
+    let rank = ((quantile * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
+    Some(f64::from(samples[rank - 1]))
 }

@@ -50,6 +50,8 @@ const EPOCHS_IN_FLIGHT: u64 = 2;
 /// How long one Kafka poll waits for records, and how many it takes at most.
 const KAFKA_POLL_WAIT: Duration = Duration::from_millis(100);
 const KAFKA_POLL_RECORDS: usize = 512;
+/// Most latency samples a worker keeps.
+const MAX_LATENCY_SAMPLES: usize = 1_000_000;
 /// Most chunks a Kafka-fed worker holds back to replay a backlog in capture-time order.
 const KAFKA_PENDING_CHUNKS: usize = 8_192;
 
@@ -112,6 +114,10 @@ pub struct WorkerReport {
     pub events_written: u64,
     /// Records of the audio topic sent to the dead-letter topic.
     pub dead_letters: u64,
+    /// Live sources: milliseconds from the capture of each scored window's last sample to its
+    /// score (at most `MAX_LATENCY_SAMPLES`; summarised, not serialised).
+    #[serde(skip)]
+    pub latency_ms: Vec<f32>,
     /// Fleet view rows published (changed rows, summed over epochs).
     pub fleet_updates: u64,
     /// The fleet view at the end of the run (worker 0).
@@ -140,6 +146,13 @@ struct WorkerState {
     registry: HashMap<MachineId, String>,
     /// The fleet view's last status of each machine this worker owns.
     fleet_status: HashMap<MachineId, (FleetKey, MachineStatus)>,
+    /// Whether to record how long after capture each window is scored (live sources only:
+    /// their capture times are wall-clock times).
+    measure_latency: bool,
+}
+
+fn wall_clock_us() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_micros() as i64)
 }
 
 fn epoch_of(capture_us: i64, epoch_us: i64) -> u64 {
@@ -153,6 +166,7 @@ fn run_worker(worker: &mut Worker, plan: &RunPlan) -> WorkerReport {
     let epoch_us = i64::try_from(config.stream.epoch_ms.saturating_mul(1000)).unwrap_or(i64::MAX).max(1);
     let state = Rc::new(RefCell::new(WorkerState::default()));
     state.borrow_mut().report.worker = index;
+    state.borrow_mut().measure_latency = matches!(plan.source, SourcePlan::Kafka(_));
     let mut input = ChunkInput::new();
     let mut registry_handle: Option<RegistryInput> = None;
     let probe = ProbeHandle::new();
@@ -733,7 +747,7 @@ fn monitor_epoch(
     mut chunks: Vec<AudioChunk>,
 ) -> Vec<PipelineRecord> {
     chunks.sort_by(|a, b| (&a.machine_id, a.sequence).cmp(&(&b.machine_id, b.sequence)));
-    let WorkerState { monitors, report, registry, fleet_status } = state;
+    let WorkerState { monitors, report, registry, fleet_status, measure_latency } = state;
     let touched: BTreeSet<MachineId> = chunks.iter().map(|chunk| chunk.machine_id.clone()).collect();
     let mut made = MonitorOutput::default();
     for chunk in chunks {
@@ -787,6 +801,14 @@ fn monitor_epoch(
         }
         for _ in made.windows.iter().filter(|window| window.machine_id == machine_id) {
             records.push(PipelineRecord::Fleet(((key.clone(), FleetFact::Window(machine_id.clone())), epoch, 1)));
+        }
+    }
+    if *measure_latency {
+        let now_us = wall_clock_us();
+        for window in made.windows.iter().filter(|window| window.score.is_some()) {
+            if report.latency_ms.len() < MAX_LATENCY_SAMPLES {
+                report.latency_ms.push(((now_us - window.window_end_us) as f64 / 1000.0) as f32);
+            }
         }
     }
     records.extend(made.windows.into_iter().map(PipelineRecord::Window));

@@ -163,7 +163,10 @@ fn send_streams(
             break;
         };
         let chunk = heads[index].take().expect("picked a present head");
-        pacer.wait_for(chunk.capture_start_us, stop);
+        // A live agent has a chunk only once its last sample is captured.
+        let capture_end_us =
+            chunk.capture_start_us + auscult_schemas::time::samples_to_us(chunk.frames() as u64, chunk.sample_rate_hz);
+        pacer.wait_for(capture_end_us, stop);
         if producer.send(&chunk)? {
             *sent.entry(chunk.machine_id.to_string()).or_default() += 1;
         }
