@@ -37,8 +37,11 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use timely::communication::Pull;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::channels::Message;
+use timely::dataflow::operators::generic::InputHandleCore;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Capability, Concatenate, Operator, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle};
@@ -137,6 +140,45 @@ pub fn run(plan: RunPlan, timely_args: Vec<String>) -> Result<Vec<WorkerReport>,
     guards.join().into_iter().collect()
 }
 
+/// Records waiting for their epoch to be complete, each epoch held by a capability so that
+/// nothing downstream (nor the `durable` probe) passes it before it is handled.
+struct EpochStash<D> {
+    epochs: BTreeMap<u64, (Capability<u64>, Vec<D>)>,
+}
+
+impl<D> Default for EpochStash<D> {
+    fn default() -> Self {
+        Self { epochs: BTreeMap::new() }
+    }
+}
+
+impl<D> EpochStash<D> {
+    /// Moves what arrived on `input` into the stash, retaining a capability on `output_index`.
+    fn take<P: Pull<Message<u64, Vec<D>>>>(
+        &mut self,
+        input: &mut InputHandleCore<u64, Vec<D>, P>,
+        output_index: usize,
+    ) {
+        input.for_each_stamp(|capability, data| {
+            let Some(capability) = capability.retain_least(output_index) else {
+                return;
+            };
+            let (_, records) = self.epochs.entry(*capability.time()).or_insert_with(|| (capability, Vec::new()));
+            data.for_each(|container| records.append(container));
+        });
+    }
+
+    /// The earliest stashed epoch, if `finished` says it is complete.
+    fn pop_finished(&mut self, finished: impl Fn(&u64) -> bool) -> Option<(u64, Capability<u64>, Vec<D>)> {
+        let entry = self.epochs.first_entry()?;
+        if !finished(entry.key()) {
+            return None;
+        }
+        let (epoch, (capability, records)) = entry.remove_entry();
+        Some((epoch, capability, records))
+    }
+}
+
 /// State shared by one worker's operators and its driver loop.
 #[derive(Default)]
 struct WorkerState {
@@ -194,17 +236,10 @@ fn run_worker(worker: &mut Worker, plan: &RunPlan) -> WorkerReport {
                 |_capability, _info| {
                     let config = config.clone();
                     let state = Rc::clone(&state);
-                    let mut stash: BTreeMap<u64, (Capability<u64>, Vec<AudioChunk>)> = BTreeMap::new();
+                    let mut stash = EpochStash::<AudioChunk>::default();
                     let mut registry_changes: BTreeMap<u64, Vec<RegistryUpdate>> = BTreeMap::new();
                     move |(input, frontier), (registry_updates, registry_frontier), output| {
-                        input.for_each_stamp(|capability, data| {
-                            let Some(capability) = capability.retain_least(output.output_index()) else {
-                                return;
-                            };
-                            let (_, chunks) =
-                                stash.entry(*capability.time()).or_insert_with(|| (capability, Vec::new()));
-                            data.for_each(|container| chunks.append(container));
-                        });
+                        stash.take(input, output.output_index());
                         registry_updates.for_each_stamp(|_, data| {
                             data.for_each(|container| {
                                 for (change, time, diff) in container.drain(..) {
@@ -212,11 +247,9 @@ fn run_worker(worker: &mut Worker, plan: &RunPlan) -> WorkerReport {
                                 }
                             })
                         });
-                        while let Some(entry) = stash.first_entry() {
-                            if frontier.less_equal(entry.key()) || registry_frontier.less_equal(entry.key()) {
-                                break;
-                            }
-                            let (epoch, (capability, chunks)) = entry.remove_entry();
+                        let finished =
+                            |epoch: &u64| !frontier.less_equal(epoch) && !registry_frontier.less_equal(epoch);
+                        while let Some((epoch, capability, chunks)) = stash.pop_finished(finished) {
                             let mut state = state.borrow_mut();
                             while let Some(changes) = registry_changes.first_entry() {
                                 if *changes.key() > epoch {
@@ -317,24 +350,15 @@ fn run_worker(worker: &mut Worker, plan: &RunPlan) -> WorkerReport {
                 Pipeline,
                 "ArchiveSink",
                 move |_capability, _info| {
-                    let mut by_epoch: BTreeMap<u64, (Capability<u64>, Vec<WindowRecord>)> = BTreeMap::new();
+                    let mut stash = EpochStash::<WindowRecord>::default();
                     // The open batch: epochs `first..first + roll_epochs`, held by `first`'s capability.
                     let mut batch: Vec<WindowRecord> = Vec::new();
                     let mut batch_capability: Option<Capability<u64>> = None;
                     move |(input, frontier), output| {
-                        input.for_each_stamp(|capability, data| {
-                            let Some(capability) = capability.retain_least(output.output_index()) else {
-                                return;
-                            };
-                            let (_, rows) =
-                                by_epoch.entry(*capability.time()).or_insert_with(|| (capability, Vec::new()));
-                            data.for_each(|container| rows.append(container));
-                        });
-                        while let Some(entry) = by_epoch.first_entry() {
-                            if frontier.less_equal(entry.key()) {
-                                break;
-                            }
-                            let (epoch, (capability, mut rows)) = entry.remove_entry();
+                        stash.take(input, output.output_index());
+                        while let Some((epoch, capability, mut rows)) =
+                            stash.pop_finished(|epoch| !frontier.less_equal(epoch))
+                        {
                             if batch_capability.as_ref().is_some_and(|first| epoch >= first.time() + roll_epochs) {
                                 commit_batch(&mut writer, batch_capability.take(), &mut batch, &state);
                             }
@@ -362,22 +386,13 @@ fn run_worker(worker: &mut Worker, plan: &RunPlan) -> WorkerReport {
             Exchange::new(|_event: &AnomalyEvent| 0),
             "EventSink",
             move |_capability, _info| {
-                let mut by_epoch: BTreeMap<u64, (Capability<u64>, Vec<AnomalyEvent>)> = BTreeMap::new();
+                let mut stash = EpochStash::<AnomalyEvent>::default();
                 move |(input, frontier), output| {
-                    input.for_each_stamp(|capability, data| {
-                        let Some(capability) = capability.retain_least(output.output_index()) else {
-                            return;
-                        };
-                        let (_, events) =
-                            by_epoch.entry(*capability.time()).or_insert_with(|| (capability, Vec::new()));
-                        data.for_each(|container| events.append(container));
-                    });
-                    while let Some(entry) = by_epoch.first_entry() {
-                        if frontier.less_equal(entry.key()) {
-                            break;
-                        }
-                        // Dropping the capability at the end of this iteration marks the epoch durable.
-                        let (_capability, mut events) = entry.remove();
+                    stash.take(input, output.output_index());
+                    // Dropping the capability at the end of each iteration marks the epoch durable.
+                    while let Some((_, _capability, mut events)) =
+                        stash.pop_finished(|epoch| !frontier.less_equal(epoch))
+                    {
                         events.sort_by(|a, b| {
                             (&a.window_start, &a.machine_id, a.kind).cmp(&(&b.window_start, &b.machine_id, b.kind))
                         });
