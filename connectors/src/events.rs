@@ -74,13 +74,7 @@ impl EventWriter {
     /// Appends one event as one line or record.
     pub fn write(&mut self, event: &AnomalyEvent) -> Result<(), EventSinkError> {
         let line = serde_json::to_string(event).expect("events are plain data and always serialize");
-        match &mut self.out {
-            Output::Lines(out) => writeln!(out, "{line}")
-                .map_err(|source| EventSinkError::Write { target: self.target.clone(), source })?,
-            Output::Kafka(producer) => producer.send(event.machine_id.as_str(), &line)?,
-        }
-        self.written += 1;
-        Ok(())
+        self.write_record(event.machine_id.as_str(), &line)
     }
 
     /// Appends any JSON record under `key` (the key is used on Kafka only).
