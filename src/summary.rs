@@ -18,6 +18,9 @@ pub struct RunTotals {
     pub alerts_opened: u64,
     pub events_written: u64,
     pub dead_letters: u64,
+    /// Machines that continued from a checkpoint, and checkpoint files written.
+    pub machines_restored: usize,
+    pub checkpoints_written: u64,
     /// The fleet view at the end of the run.
     pub fleet: Vec<FleetRow>,
     /// Live sources: capture-to-score latency of scored windows, ms (50th and 99th percentile).
@@ -45,6 +48,8 @@ impl RunTotals {
             alerts_opened: machines.iter().map(|m| m.alerts_opened).sum(),
             events_written: reports.iter().map(|r| r.events_written).sum(),
             dead_letters: reports.iter().map(|r| r.dead_letters).sum(),
+            machines_restored: reports.iter().map(|r| r.machines_restored).sum(),
+            checkpoints_written: reports.iter().map(|r| r.checkpoints_written).sum(),
             fleet: reports.iter().flat_map(|r| r.fleet.iter().cloned()).collect(),
             latency_p50_ms: percentile(reports, 0.50),
             latency_p99_ms: percentile(reports, 0.99),
@@ -110,6 +115,13 @@ pub fn print_run_summary(out: &mut impl Write, totals: &RunTotals, archive: Opti
     }
     if let (Some(p50), Some(p99)) = (totals.latency_p50_ms, totals.latency_p99_ms) {
         writeln!(out, "latency from capture to score: p50 {p50:.0} ms, p99 {p99:.0} ms")?;
+    }
+    if totals.machines_restored > 0 || totals.checkpoints_written > 0 {
+        writeln!(
+            out,
+            "state: {} machine(s) continued from a checkpoint, {} checkpoint file(s) written",
+            totals.machines_restored, totals.checkpoints_written
+        )?;
     }
     if totals.dead_letters > 0 {
         writeln!(

@@ -342,3 +342,120 @@ fn the_machine_registry_mutes_a_machine_and_overrides_its_learning() {
     };
     assert_eq!(last("hall-a/pump")["machines_learning"], 0);
 }
+
+/// Every archive row under `dir`, read by DuckDB, one line of text each, sorted.
+fn archive_rows(dir: &std::path::Path) -> Vec<String> {
+    let script = r#"
+import sys, duckdb
+files = f"read_parquet('{sys.argv[1]}/**/*.parquet', hive_partitioning = true)"
+rows = duckdb.sql(f"select cast(columns(* exclude (date)) as varchar) from {files}").fetchall()
+for row in sorted(map(repr, rows)):
+    print(row)
+"#;
+    python_ok(script, &[dir]).lines().map(str::to_owned).collect()
+}
+
+fn sorted_lines(paths: &[std::path::PathBuf]) -> Vec<String> {
+    let mut lines: Vec<String> = paths
+        .iter()
+        .flat_map(|path| std::fs::read_to_string(path).unwrap().lines().map(str::to_owned).collect::<Vec<_>>())
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn a_pipeline_stopped_and_restarted_from_its_checkpoints_emits_what_an_uninterrupted_one_does() {
+    let broker = Broker::start();
+    run_ok(auscult().args(["topics", "--brokers", &broker.address, "--partitions", "4"]));
+    let send =
+        |start: &str, seconds: &str| {
+            run_ok(
+                auscult()
+                    .args(["agent", "--brokers", &broker.address, "--simulate", "4", "--duration", seconds])
+                    .args(["--speed", "0", "--start-time", start]),
+            );
+        };
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let pipeline = |group: &str, events: &str, archive: &str, summary: &str| {
+        let mut command = auscult();
+        command
+            .args(["run", "--brokers", &broker.address, "-w", "2", "--learning-s", "20", "--group", group])
+            .arg("--events")
+            .arg(path(events))
+            .arg("--archive")
+            .arg(path(archive))
+            .arg("--summary-json")
+            .arg(path(summary));
+        command
+    };
+
+    // The first two minutes of four machines; a pipeline with a state folder reads them and
+    // is stopped with SIGTERM once it has archived something.
+    send(START, "120");
+    let first = pipeline("restarted", "events-1.jsonl", "archive", "summary-1.json")
+        .arg("--state")
+        .arg(path("state"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let archived =
+        || walk(&path("archive")).iter().any(|file| file.extension().is_some_and(|extension| extension == "parquet"));
+    while !archived() {
+        assert!(std::time::Instant::now() < deadline, "the first run archived nothing");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::process::Command::new("kill").args(["-TERM", &first.id().to_string()]).status().unwrap();
+    let output = first.wait_with_output().unwrap();
+    assert!(output.status.success(), "SIGTERM is a clean stop:\n{}", String::from_utf8_lossy(&output.stderr));
+    let summary = read_json(&path("summary-1.json"));
+    assert!(summary["totals"]["checkpoints_written"].as_u64().unwrap() > 0, "{}", summary["totals"]);
+    let read_first = summary["totals"]["chunks_read"].as_u64().unwrap();
+    assert_eq!(committed_records(&summary), read_first, "a clean stop commits what it read");
+
+    // Eight more minutes (the simulated faults start at 400 s of this agent's run; its
+    // sequence numbers start again at 0); the restarted pipeline continues from the state.
+    send("2026-01-01T00:02:00Z", "480");
+    run_ok(
+        pipeline("restarted", "events-2.jsonl", "archive", "summary-2.json")
+            .args(["--stop-when-idle", "2", "--state"])
+            .arg(path("state")),
+    );
+    let summary = read_json(&path("summary-2.json"));
+    assert!(summary["totals"]["machines_restored"].as_u64().unwrap() > 0, "{}", summary["totals"]);
+    assert_eq!(summary["totals"]["chunks_read"].as_u64().unwrap() + read_first, 480 + 1920, "read twice or lost");
+
+    // The same audio through a pipeline that was never stopped.
+    run_ok(
+        pipeline("uninterrupted", "events-all.jsonl", "archive-all", "summary-all.json")
+            .args(["--stop-when-idle", "2"]),
+    );
+    let uninterrupted_events = sorted_lines(&[path("events-all.jsonl")]);
+    assert!(
+        uninterrupted_events.iter().any(|line| line.contains("\"opened\"")),
+        "the faulty machines should raise alerts"
+    );
+    assert_eq!(sorted_lines(&[path("events-1.jsonl"), path("events-2.jsonl")]), uninterrupted_events);
+    let uninterrupted_rows = archive_rows(&path("archive-all"));
+    // Each agent run is a stretch of audio of its own (the STFT restarts): its frames, in windows of 64.
+    let windows = |seconds: usize| ((seconds * 16_000 - 1024) / 512 + 1) / 64;
+    assert_eq!(uninterrupted_rows.len(), 4 * (windows(120) + windows(480)), "windows of the audio");
+    assert_eq!(archive_rows(&path("archive")), uninterrupted_rows);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    entries
+        .filter_map(Result::ok)
+        .flat_map(|entry| {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path)
+            } else {
+                vec![path]
+            }
+        })
+        .collect()
+}

@@ -154,11 +154,20 @@ pub struct StreamConfig {
     pub start_time: String,
     /// Most machines one run keeps state for; more are refused and counted.
     pub max_machines: usize,
+    /// Capture time between checkpoints of the per-machine state, s (with `run --state`);
+    /// offsets are committed at the same boundaries.
+    pub checkpoint_s: u64,
 }
 
 impl Default for StreamConfig {
     fn default() -> Self {
-        Self { chunk_ms: 1000, epoch_ms: 10_000, start_time: "2026-01-01T00:00:00Z".to_owned(), max_machines: 100_000 }
+        Self {
+            chunk_ms: 1000,
+            epoch_ms: 10_000,
+            start_time: "2026-01-01T00:00:00Z".to_owned(),
+            max_machines: 100_000,
+            checkpoint_s: 60,
+        }
     }
 }
 
@@ -282,8 +291,12 @@ impl Config {
         if alerts.open_k == 0 || alerts.open_k > alerts.open_n || alerts.close_m == 0 {
             return invalid("alerts", format!("{alerts:?}"), "need 1 <= open_k <= open_n and close_m >= 1");
         }
-        if self.stream.chunk_ms == 0 || self.stream.epoch_ms == 0 {
-            return invalid("stream", format!("{:?}", self.stream), "chunk_ms and epoch_ms must be positive");
+        if self.stream.chunk_ms == 0 || self.stream.epoch_ms == 0 || self.stream.checkpoint_s == 0 {
+            return invalid(
+                "stream",
+                format!("{:?}", self.stream),
+                "chunk_ms, epoch_ms and checkpoint_s must be positive",
+            );
         }
         if auscult_schemas::time::parse_rfc3339(&self.stream.start_time).is_none() {
             return invalid(

@@ -4,8 +4,9 @@
 //!  worker input: its machines of files or the simulator, epoch by epoch of capture time,
 //!                or its share of the Kafka audio topic's partitions (bad records -> DLQ)
 //!    -> Exchange(placement of machine_id)      one worker owns each machine's state
-//!    -> "MachineMonitors"                       order by (machine, sequence) per epoch; decode,
-//!                                               log-mel, window, learn/score, alerts
+//!    -> "MachineMonitors"                       order by (machine, capture, sequence) per epoch;
+//!                                               decode, log-mel, window, learn/score, alerts;
+//!                                               checkpoints at boundaries (with a state folder)
 //!    -> windows  -> "ArchiveSink"  (each worker)    Parquet, a batch per `roll_epochs`, at the frontier
 //!    -> events   -> Exchange(0) -> "EventSink"      JSON Lines or the anomaly topic, sorted, flushed per epoch
 //! ```
@@ -13,8 +14,13 @@
 //! The timely timestamp is an epoch: `capture_time / epoch_ms`. Operators buffer per epoch and
 //! act when the frontier passes it, so the output is the same whatever the number of workers,
 //! processes or chunk arrival order: the per-machine state sees each machine's chunks in
-//! sequence order, and sinks finalize whole epochs (which is also where checkpoints will go).
+//! sequence order, and sinks finalize whole epochs. With a state folder (`run --state`),
+//! "MachineMonitors" holds a capability at the next checkpoint boundary and writes its
+//! machines' state there once every epoch before the boundary is processed (see
+//! `crate::checkpoint`), so the `durable` probe on the sinks passes a boundary only once every
+//! worker's checkpoint of it is on disk.
 
+use crate::checkpoint::CheckpointStore;
 use crate::config::Config;
 use crate::fleet::{
     fleet_counts, FleetCountChange, FleetFact, FleetKey, FleetMetric, FleetRow, FleetView, MachineStatus,
@@ -35,7 +41,8 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use timely::communication::Pull;
 use timely::container::CapacityContainerBuilder;
@@ -70,6 +77,21 @@ pub struct RunPlan {
     /// Where the fleet view's changed rows go (the compacted topic `auscult.fleet`); `None`
     /// keeps only the final view in the report.
     pub fleet: Option<EventTarget>,
+    /// Checkpoints of the per-machine state (Kafka source only); `None` keeps none.
+    pub checkpoints: Option<CheckpointPlan>,
+    /// Set (by a signal handler) to stop a Kafka-fed run cleanly: what was read is processed,
+    /// made durable and committed.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// Where checkpoints go, and the machines an earlier run's checkpoints restored.
+#[derive(Clone)]
+pub struct CheckpointPlan {
+    pub dir: PathBuf,
+    /// Each worker takes the machines it owns out of here when it starts.
+    pub restored: Arc<Mutex<Vec<MachineMonitor>>>,
+    /// The capture time the restored state covers up to (`None`: nothing was restored).
+    pub covered_until_us: Option<i64>,
 }
 
 /// What the monitors emit.
@@ -128,7 +150,12 @@ pub struct WorkerReport {
     /// The consumer group's committed offsets of this worker's partitions (partition -> next
     /// offset), as of the end of the run.
     pub committed_offsets: BTreeMap<i32, i64>,
-    /// Sink failures (archive or event output); a run with any is a failed run.
+    /// Machines this worker took over from a checkpoint.
+    pub machines_restored: usize,
+    /// Checkpoint files this worker wrote.
+    pub checkpoints_written: u64,
+    /// Sink failures (archive, event output or checkpoint); a run with any is a failed run
+    /// and commits no more offsets.
     pub sink_errors: Vec<String>,
 }
 
@@ -191,6 +218,49 @@ struct WorkerState {
     /// Whether to record how long after capture each window is scored (live sources only:
     /// their capture times are wall-clock times).
     measure_latency: bool,
+    checkpoints: Option<WorkerCheckpoints>,
+}
+
+/// One worker's checkpointing.
+struct WorkerCheckpoints {
+    store: CheckpointStore,
+    /// Epochs between checkpoint boundaries.
+    every_epochs: u64,
+    epoch_us: i64,
+    /// The boundary this worker's last checkpoint covers up to, µs.
+    written_until_us: Option<i64>,
+    /// The boundary last recorded as committed, µs.
+    marked_until_us: Option<i64>,
+}
+
+impl WorkerCheckpoints {
+    /// The first checkpoint boundary at or after `epoch`: boundaries are the last epochs of
+    /// each span of `every_epochs`, the same on every worker.
+    fn boundary_at_or_after(&self, epoch: u64) -> u64 {
+        (epoch / self.every_epochs).saturating_mul(self.every_epochs).saturating_add(self.every_epochs - 1)
+    }
+
+    /// The capture time that the state after `boundary` covers up to, µs.
+    fn covered_until_us(&self, boundary: u64) -> i64 {
+        i64::try_from(boundary.saturating_add(1)).unwrap_or(i64::MAX).saturating_mul(self.epoch_us)
+    }
+}
+
+/// Writes the worker's machines' state as it is after `boundary` (nothing if it has none).
+fn write_checkpoint(state: &mut WorkerState, boundary: u64) {
+    let WorkerState { monitors, report, checkpoints, .. } = state;
+    let Some(checkpoints) = checkpoints else { return };
+    if monitors.is_empty() {
+        return;
+    }
+    let covered_until_us = checkpoints.covered_until_us(boundary);
+    match checkpoints.store.write(covered_until_us, monitors.values()) {
+        Ok(_) => {
+            checkpoints.written_until_us = Some(covered_until_us);
+            report.checkpoints_written += 1;
+        }
+        Err(error) => report.sink_errors.push(error.to_string()),
+    }
 }
 
 fn wall_clock_us() -> i64 {
@@ -209,11 +279,35 @@ fn run_worker(worker: &mut Worker, plan: &RunPlan) -> WorkerReport {
     let state = Rc::new(RefCell::new(WorkerState::default()));
     state.borrow_mut().report.worker = index;
     state.borrow_mut().measure_latency = matches!(plan.source, SourcePlan::Kafka(_));
+    let placement = Arc::new(plan.source.placement(peers));
+    // The boundary at which this worker's first checkpoint is due (with checkpoints).
+    let mut first_boundary = None;
+    if let Some(checkpoint_plan) = &plan.checkpoints {
+        let every_epochs = (config.stream.checkpoint_s.saturating_mul(1000) / config.stream.epoch_ms.max(1)).max(1);
+        let checkpoints = WorkerCheckpoints {
+            store: CheckpointStore::new(&checkpoint_plan.dir, index, &config),
+            every_epochs,
+            epoch_us,
+            written_until_us: None,
+            marked_until_us: checkpoint_plan.covered_until_us,
+        };
+        first_boundary =
+            Some(checkpoints.boundary_at_or_after(epoch_of(checkpoint_plan.covered_until_us.unwrap_or(0), epoch_us)));
+        let mut state = state.borrow_mut();
+        let mut restored = checkpoint_plan.restored.lock().unwrap_or_else(PoisonError::into_inner);
+        let (mine, others): (Vec<_>, Vec<_>) =
+            restored.drain(..).partition(|monitor| placement.worker_of(monitor.machine_id()) == index as u64);
+        *restored = others;
+        state.report.machines_restored = mine.len();
+        for monitor in mine {
+            state.monitors.insert(monitor.machine_id().clone(), monitor);
+        }
+        state.checkpoints = Some(checkpoints);
+    }
     let mut input = ChunkInput::new();
     let mut registry_handle: Option<RegistryInput> = None;
     let probe = ProbeHandle::new();
     let durable = ProbeHandle::new();
-    let placement = Arc::new(plan.source.placement(peers));
 
     worker.dataflow::<u64, _, _>(|scope| {
         // The machine registry, a differential collection of (machine, entry as JSON), joined
@@ -233,11 +327,13 @@ fn run_worker(worker: &mut Worker, plan: &RunPlan) -> WorkerReport {
                     move |((machine_id, _), _, _): &((MachineId, String), u64, isize)| placement.worker_of(machine_id)
                 }),
                 "MachineMonitors",
-                |_capability, _info| {
+                |capability, _info| {
                     let config = config.clone();
                     let state = Rc::clone(&state);
                     let mut stash = EpochStash::<AudioChunk>::default();
                     let mut registry_changes: BTreeMap<u64, Vec<RegistryUpdate>> = BTreeMap::new();
+                    // Held at the next checkpoint boundary until this worker's state after it is written.
+                    let mut checkpoint_capability = first_boundary.map(|boundary| capability.delayed(&boundary));
                     move |(input, frontier), (registry_updates, registry_frontier), output| {
                         stash.take(input, output.output_index());
                         registry_updates.for_each_stamp(|_, data| {
@@ -249,16 +345,32 @@ fn run_worker(worker: &mut Worker, plan: &RunPlan) -> WorkerReport {
                         });
                         let finished =
                             |epoch: &u64| !frontier.less_equal(epoch) && !registry_frontier.less_equal(epoch);
+                        let mut state = state.borrow_mut();
                         while let Some((epoch, capability, chunks)) = stash.pop_finished(finished) {
-                            let mut state = state.borrow_mut();
-                            while let Some(changes) = registry_changes.first_entry() {
-                                if *changes.key() > epoch {
-                                    break;
-                                }
-                                apply_registry_changes(&mut state, changes.remove());
+                            if let Some(held) = checkpoint_capability.as_mut().filter(|held| epoch > *held.time()) {
+                                // The state after the boundary is complete: write it before this epoch changes it.
+                                apply_registry_until(&mut state, &mut registry_changes, *held.time());
+                                write_checkpoint(&mut state, *held.time());
+                                let next = state.checkpoints.as_ref().map_or(epoch, |c| c.boundary_at_or_after(epoch));
+                                held.downgrade(&next);
                             }
+                            apply_registry_until(&mut state, &mut registry_changes, epoch);
                             let mut records = monitor_epoch(&config, &mut state, epoch, chunks);
                             output.session(&capability).give_container(&mut records);
+                        }
+                        // Both frontiers passed the boundary with no later epoch processed: write it.
+                        if let Some(held) = checkpoint_capability.as_mut().filter(|held| finished(held.time())) {
+                            apply_registry_until(&mut state, &mut registry_changes, *held.time());
+                            write_checkpoint(&mut state, *held.time());
+                            let next =
+                                frontier.frontier().iter().chain(registry_frontier.frontier().iter()).min().copied();
+                            match (next, state.checkpoints.as_ref()) {
+                                (Some(next), Some(checkpoints)) if next < u64::MAX => {
+                                    held.downgrade(&checkpoints.boundary_at_or_after(next))
+                                }
+                                // The input is closed (or at its end, `u64::MAX`): that was the last one.
+                                _ => checkpoint_capability = None,
+                            }
                         }
                     }
                 },
@@ -422,7 +534,7 @@ fn run_worker(worker: &mut Worker, plan: &RunPlan) -> WorkerReport {
     match &plan.source {
         SourcePlan::Kafka(source) => {
             let inputs = Inputs { chunks: &mut input, registry: &mut registry_input };
-            drive_from_kafka(worker, inputs, &probe, &durable, &state, source, &placement, epoch_us)
+            drive_from_kafka(worker, inputs, &probe, &durable, &state, source, &placement, epoch_us, &plan.stop)
         }
         _ => {
             // Files and simulated machines have no registry: its collection stays empty.
@@ -558,6 +670,7 @@ fn drive_from_kafka(
     source: &KafkaSource,
     placement: &Placement,
     epoch_us: i64,
+    stop: &AtomicBool,
 ) {
     let Inputs { chunks: input, registry } = inputs;
     let index = worker.index();
@@ -661,24 +774,29 @@ fn drive_from_kafka(
             worker.step();
         }
         commit_durable(&consumer, durable, &mut uncommitted, state);
-        if polled.caught_up && source.stop_when_idle.is_some_and(|idle| last_arrival.elapsed() >= idle) {
+        let idle = polled.caught_up && source.stop_when_idle.is_some_and(|idle| last_arrival.elapsed() >= idle);
+        if idle || stop.load(Ordering::Relaxed) {
             break;
         }
     }
-    // Stopping: let every epoch finish, wait until what was read is durable (other workers
-    // stop too, or this waits for them), then commit the rest.
+    // Stopping: what was read and held back goes in, in epoch order; every epoch finishes;
+    // once everything is durable (other workers stop too, or this waits for them), the rest
+    // is committed.
+    while let Some((epoch, chunks)) = pending.pop_first() {
+        if epoch > *input.time() {
+            input.advance_to(epoch);
+        }
+        for chunk in chunks {
+            input.send(chunk);
+        }
+    }
     input.advance_to(u64::MAX);
     registry.advance_to(u64::MAX);
     registry.flush();
-    while let Some(&last) = uncommitted.keys().next_back() {
-        if !durable.less_equal(&last) || !state.borrow().report.sink_errors.is_empty() {
-            break;
-        }
+    while durable.less_than(&u64::MAX) && state.borrow().report.sink_errors.is_empty() {
         worker.step_or_park(Some(Duration::from_millis(10)));
     }
-    if state.borrow().report.sink_errors.is_empty() {
-        commit_durable(&consumer, durable, &mut uncommitted, state);
-    }
+    commit_durable(&consumer, durable, &mut uncommitted, state);
 }
 
 /// Enters one registry change of a machine this worker owns as updates of the collection.
@@ -701,6 +819,16 @@ fn enter_registry_change(
     if let Some(new) = new {
         registry.update((machine_id.clone(), new.clone()), 1);
         entries.insert(machine_id, new);
+    }
+}
+
+/// Applies the registry updates of epochs up to `epoch`, in epoch order.
+fn apply_registry_until(state: &mut WorkerState, changes: &mut BTreeMap<u64, Vec<RegistryUpdate>>, epoch: u64) {
+    while let Some(entry) = changes.first_entry() {
+        if *entry.key() > epoch {
+            break;
+        }
+        apply_registry_changes(state, entry.remove());
     }
 }
 
@@ -729,16 +857,49 @@ fn registry_entry(registry: &HashMap<MachineId, String>, machine_id: &MachineId)
     registry.get(machine_id).and_then(|json| MachineEntry::parse(json.as_bytes()).ok()).unwrap_or_default()
 }
 
-/// Commits the offsets of the epochs that every sink has made durable.
+/// Commits the offsets of the epochs that every sink has made durable; with checkpoints, only
+/// up to the last checkpoint boundary that is durable everywhere, recorded first in the
+/// worker's checkpoint folder. Nothing is committed after a sink error.
 fn commit_durable(
     consumer: &ChunkConsumer,
     durable: &ProbeHandle<u64>,
     uncommitted: &mut BTreeMap<u64, BTreeMap<i32, i64>>,
     state: &Rc<RefCell<WorkerState>>,
 ) {
+    let mut state = state.borrow_mut();
+    if !state.report.sink_errors.is_empty() {
+        return;
+    }
+    // Epochs up to `last` may be committed.
+    // `None`: everything is durable (the inputs are at their end).
+    let frontier = durable.with_frontier(|frontier| frontier.first().copied()).filter(|epoch| *epoch < u64::MAX);
+    let last = match (&mut state.checkpoints, frontier) {
+        (None, Some(frontier)) => frontier.checked_sub(1),
+        (None, None) => Some(u64::MAX),
+        (Some(checkpoints), frontier) => {
+            let (last, covered_until_us) = match frontier {
+                Some(frontier) => {
+                    let spans = frontier / checkpoints.every_epochs;
+                    let last = (spans * checkpoints.every_epochs).checked_sub(1);
+                    (last, last.map(|last| checkpoints.covered_until_us(last)))
+                }
+                // Everything is durable, this worker's last checkpoint included.
+                None => (Some(u64::MAX), checkpoints.written_until_us),
+            };
+            if let Some(covered_until_us) = covered_until_us.filter(|c| Some(*c) > checkpoints.marked_until_us) {
+                if let Err(error) = checkpoints.store.mark_committed(covered_until_us) {
+                    state.report.sink_errors.push(error.to_string());
+                    return;
+                }
+                checkpoints.marked_until_us = Some(covered_until_us);
+            }
+            last
+        }
+    };
+    let Some(last) = last else { return };
     let mut positions = BTreeMap::new();
     while let Some(entry) = uncommitted.first_entry() {
-        if durable.less_equal(entry.key()) {
+        if *entry.key() > last {
             break;
         }
         positions.extend(entry.remove());
@@ -746,23 +907,24 @@ fn commit_durable(
     if positions.is_empty() {
         return;
     }
-    let mut state = state.borrow_mut();
     match consumer.commit(&positions) {
         Ok(()) => state.report.committed_offsets.extend(positions),
         Err(error) => state.report.sink_errors.push(format!("cannot commit offsets {positions:?}: {error}")),
     }
 }
 
-/// The work of "MachineMonitors" for one finished epoch: its chunks in (machine, sequence)
-/// order through each machine's monitor; returns the windows and events they made.
+/// The work of "MachineMonitors" for one finished epoch: its chunks in (machine, capture time,
+/// sequence) order through each machine's monitor; returns the windows and events they made.
 fn monitor_epoch(
     config: &Config,
     state: &mut WorkerState,
     epoch: u64,
     mut chunks: Vec<AudioChunk>,
 ) -> Vec<PipelineRecord> {
-    chunks.sort_by(|a, b| (&a.machine_id, a.sequence).cmp(&(&b.machine_id, b.sequence)));
-    let WorkerState { monitors, report, registry, fleet_status, measure_latency } = state;
+    chunks.sort_by(|a, b| {
+        (&a.machine_id, a.capture_start_us, a.sequence).cmp(&(&b.machine_id, b.capture_start_us, b.sequence))
+    });
+    let WorkerState { monitors, report, registry, fleet_status, measure_latency, .. } = state;
     let touched: BTreeSet<MachineId> = chunks.iter().map(|chunk| chunk.machine_id.clone()).collect();
     let mut made = MonitorOutput::default();
     for chunk in chunks {

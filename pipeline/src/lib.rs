@@ -5,6 +5,7 @@
 //! assembles the timely graph that does all of it as a stream. The DSP and the model know
 //! nothing of files, Kafka or timely.
 
+pub mod checkpoint;
 pub mod config;
 pub mod dataflow;
 pub mod dsp;

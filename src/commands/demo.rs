@@ -66,6 +66,8 @@ pub fn execute(args: DemoArgs, config: Config) -> Result<()> {
         events: Some(EventTarget::File(events_path.clone())),
         archive_dir: Some(archive_dir.clone()),
         fleet: None,
+        checkpoints: None,
+        stop: Default::default(),
     };
     let started = Instant::now();
     let reports =

@@ -5,11 +5,15 @@ use anyhow::{bail, Context, Result};
 use auscult_connectors::events::EventTarget;
 use auscult_connectors::layout::discover;
 use auscult_connectors::simulator::{fleet, FleetSpec};
-use auscult_pipeline::dataflow::{run, RunPlan, WorkerReport};
+use auscult_pipeline::checkpoint;
+use auscult_pipeline::dataflow::{run, CheckpointPlan, RunPlan, WorkerReport};
 use auscult_pipeline::sources::{KafkaSource, SourcePlan};
 use auscult_pipeline::Config;
+use auscult_schemas::time::rfc3339;
 use clap::Args;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// Timely's own cluster arguments, passed through unchanged.
@@ -125,6 +129,11 @@ pub struct RunArgs {
     /// Root folder of the Parquet archive (none if absent).
     #[arg(long)]
     pub archive: Option<PathBuf>,
+    /// With --brokers: keep each machine's state in this folder, checkpointed every
+    /// `stream.checkpoint_s` of capture time, and continue from it on the next run (all
+    /// processes of a cluster must see the same folder).
+    #[arg(long, value_name = "DIR", requires = "brokers")]
+    pub state: Option<PathBuf>,
     /// Also write the run summary as JSON here.
     #[arg(long)]
     pub summary_json: Option<PathBuf>,
@@ -208,7 +217,39 @@ pub fn execute(args: RunArgs, mut config: Config) -> Result<()> {
         .brokers
         .as_ref()
         .map(|brokers| EventTarget::Kafka { brokers: brokers.clone(), topic: config.kafka.fleet_topic.clone() });
-    let plan = RunPlan { config, source, events: Some(events), archive_dir: args.archive.clone(), fleet };
+    let checkpoints = match &args.state {
+        Some(dir) => {
+            let restored = checkpoint::restore(dir, &config)?;
+            match restored.covered_until_us {
+                Some(covered) => eprintln!(
+                    "restored {} machine(s) from {} ({} file(s)), state up to {}",
+                    restored.monitors.len(),
+                    dir.display(),
+                    restored.files.len(),
+                    rfc3339(covered)
+                ),
+                None => eprintln!("no checkpoint in {}: every machine starts learning", dir.display()),
+            }
+            Some(CheckpointPlan {
+                dir: dir.clone(),
+                restored: Arc::new(Mutex::new(restored.monitors)),
+                covered_until_us: restored.covered_until_us,
+            })
+        }
+        None => None,
+    };
+    // A Kafka-fed run stops cleanly on SIGINT or SIGTERM: what it read is processed, made
+    // durable and committed (a second signal ends it at once).
+    let stop = Arc::new(AtomicBool::new(false));
+    if args.brokers.is_some() {
+        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&stop))
+                .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&stop)))
+                .context("cannot install a signal handler")?;
+        }
+    }
+    let plan =
+        RunPlan { config, source, events: Some(events), archive_dir: args.archive.clone(), fleet, checkpoints, stop };
     let started = Instant::now();
     let reports = run(plan, args.cluster.timely_args()).map_err(anyhow::Error::msg).context("the dataflow failed")?;
     let totals = RunTotals::new(&reports, skipped, started.elapsed());

@@ -243,6 +243,15 @@ fn has_wide_vectors() -> bool {
     }
 }
 
+/// The part of a [`LogMelExtractor`] that depends on the audio so far: the samples of frames
+/// not yet complete. Everything else follows from its settings.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ExtractorState {
+    pending: Vec<f32>,
+    skip: usize,
+    frames_emitted: u64,
+}
+
 /// Streaming log-mel frames for one signal at one sample rate.
 pub struct LogMelExtractor {
     settings: FeatureSettings,
@@ -297,6 +306,18 @@ impl LogMelExtractor {
     }
 
     /// Forgets buffered samples, so the next frame starts at the next sample pushed (after a gap).
+    /// What this extractor remembers between calls to `push`, for a checkpoint.
+    pub fn state(&self) -> ExtractorState {
+        ExtractorState { pending: self.pending.clone(), skip: self.skip, frames_emitted: self.frames_emitted }
+    }
+
+    /// Continues from a checkpointed state (of an extractor with the same settings).
+    pub fn restore(&mut self, state: ExtractorState) {
+        self.pending = state.pending;
+        self.skip = state.skip;
+        self.frames_emitted = state.frames_emitted;
+    }
+
     pub fn reset(&mut self) {
         self.pending.clear();
         self.skip = 0;

@@ -11,7 +11,7 @@ pub mod logmel;
 pub mod mel;
 
 pub use decode::{decode_to_mono, ChannelSelection, DecodeError};
-pub use logmel::{FeatureError, LogMelExtractor};
+pub use logmel::{ExtractorState, FeatureError, LogMelExtractor};
 pub use mel::MelFilterbank;
 
 /// Floor of the power spectrum before the logarithm (librosa's `amin`).

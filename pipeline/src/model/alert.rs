@@ -17,8 +17,10 @@ pub struct AlertTransition {
 }
 
 /// The alert state of one machine.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AlertTracker {
+    /// From the run's configuration (not checkpointed: a restart may change it).
+    #[serde(skip)]
     config: AlertConfig,
     /// For each of the last `n` windows: over warning, over alarm.
     recent: VecDeque<(bool, bool)>,
@@ -29,6 +31,14 @@ pub struct AlertTracker {
 impl AlertTracker {
     pub fn new(config: AlertConfig) -> Self {
         Self { recent: VecDeque::with_capacity(config.open_n), config, state: AlertState::Normal, windows_below: 0 }
+    }
+
+    /// Takes the configuration of this run (after a restore from a checkpoint).
+    pub fn configure(&mut self, config: AlertConfig) {
+        while self.recent.len() > config.open_n {
+            self.recent.pop_front();
+        }
+        self.config = config;
     }
 
     /// The state after the last window.

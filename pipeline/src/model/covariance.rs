@@ -21,12 +21,14 @@ pub fn packed_len(dimensions: usize) -> usize {
 
 /// Running mean and co-moment matrix (sum of outer products of deviations) of vectors, in f64,
 /// updated one vector at a time (Welford's method generalised to covariances).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CoMoments {
     pub(crate) count: u64,
     pub(crate) mean: Vec<f64>,
     /// Packed lower triangle of the co-moment matrix.
     pub(crate) comoment: Vec<f64>,
+    /// Scratch (not checkpointed; sized on first use).
+    #[serde(skip)]
     delta: Vec<f64>,
 }
 
@@ -50,6 +52,7 @@ impl CoMoments {
 
     /// Adds one vector.
     pub fn add(&mut self, values: &[f64]) {
+        self.delta.resize(self.mean.len(), 0.0);
         self.count += 1;
         let count = self.count as f64;
         for ((delta, mean), &value) in self.delta.iter_mut().zip(self.mean.iter_mut()).zip(values) {

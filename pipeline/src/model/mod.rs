@@ -11,4 +11,4 @@ pub mod profile;
 pub mod threshold;
 pub mod window;
 
-pub use monitor::{MachineMonitor, MonitorError, MonitorOutput, MonitorStats};
+pub use monitor::{MachineMonitor, MonitorError, MonitorOutput, MonitorSnapshot, MonitorStats, RestoreError};

@@ -2,11 +2,13 @@
 //!
 //! A monitor is created on a machine's first chunk. It checks order (a repeated sequence
 //! number is a replay and is dropped; a jump is a gap after which the STFT and the window
-//! restart cleanly), decodes, extracts log-mel frames, pools them into windows, learns the
+//! restart cleanly; a lower number with a later capture time is a producer that restarted its
+//! numbering, handled as a gap), decodes, extracts log-mel frames, pools them into windows, learns the
 //! normal profile from the first `learning_s` seconds, then scores every window, runs the
 //! alert state machine, explains each alert by its most deviating bands and, while all is
 //! quiet, lets the profile follow slow drift. Its memory is bounded and reported by
-//! [`MachineMonitor::heap_bytes`].
+//! [`MachineMonitor::heap_bytes`]. [`MachineMonitor::snapshot`] and [`MachineMonitor::restore`]
+//! carry it over a restart of the pipeline (see `crate::checkpoint`).
 
 use super::alert::AlertTracker;
 use super::covariance::CoMoments;
@@ -14,13 +16,15 @@ use super::profile::{CalibrationSample, NormalProfile};
 use super::threshold::calibrate;
 use super::window::{BandGroups, WindowAccumulator, WindowFeatures};
 use crate::config::Config;
-use crate::dsp::{decode_to_mono, ChannelSelection, DecodeError, FeatureError, LogMelExtractor};
+use crate::dsp::{decode_to_mono, ChannelSelection, DecodeError, ExtractorState, FeatureError, LogMelExtractor};
 use auscult_schemas::event::event_id;
 use auscult_schemas::time::{rfc3339, TimestampUs};
 use auscult_schemas::{
     AlertState, AnomalyEvent, AudioChunk, BandDeviation, FeatureSettings, MachineEntry, MachineId, MachineType,
     ProfileState, WindowRecord, EVENT_SCHEMA_ID,
 };
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 
 /// Fewest learning windows a threshold is calibrated from, whatever `learning_s` says.
 pub const MIN_LEARNING_WINDOWS: u64 = 8;
@@ -47,7 +51,7 @@ pub struct MonitorOutput {
 }
 
 /// Counters of one machine.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MonitorStats {
     pub chunks: u64,
     pub samples: u64,
@@ -61,6 +65,7 @@ pub struct MonitorStats {
     pub events_muted: u64,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
 enum Phase {
     Learning {
         moments: CoMoments,
@@ -75,6 +80,42 @@ enum Phase {
     },
 }
 
+/// A snapshot that does not fit this run's configuration.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("machine {machine}: its checkpointed state does not fit this run's configuration: {what}")]
+pub struct RestoreError {
+    pub machine: MachineId,
+    pub what: String,
+}
+
+/// One machine's state in a checkpoint: borrowed from the monitor when written, owned when
+/// read back. Scratch buffers and the run's configuration are left out; the registry entry is
+/// kept as JSON.
+#[derive(Serialize, Deserialize)]
+pub struct MonitorSnapshot<'a> {
+    machine_id: Cow<'a, MachineId>,
+    machine_type: Cow<'a, MachineType>,
+    entry_json: String,
+    /// Sample rate and the extractor's unfinished frames.
+    extractor: Option<(u32, ExtractorState)>,
+    segment_start_us: TimestampUs,
+    next_sequence: Option<u64>,
+    last_capture_us: Option<TimestampUs>,
+    window: Cow<'a, WindowAccumulator>,
+    window_origin: Cow<'a, str>,
+    phase: Cow<'a, Phase>,
+    learned_audio_s: f64,
+    alert: Cow<'a, AlertTracker>,
+    stats: MonitorStats,
+    last_alert_bands: Cow<'a, [BandDeviation]>,
+}
+
+impl MonitorSnapshot<'_> {
+    pub fn machine_id(&self) -> &MachineId {
+        &self.machine_id
+    }
+}
+
 /// The state of one machine.
 pub struct MachineMonitor {
     machine_id: MachineId,
@@ -84,6 +125,8 @@ pub struct MachineMonitor {
     /// Capture time of sample 0 of the current continuous stretch of audio.
     segment_start_us: TimestampUs,
     next_sequence: Option<u64>,
+    /// Capture time of the last chunk taken: tells a replay from a producer's new numbering.
+    last_capture_us: Option<TimestampUs>,
     window: WindowAccumulator,
     groups: BandGroups,
     explain_every_window: bool,
@@ -112,6 +155,7 @@ impl MachineMonitor {
             extractor: None,
             segment_start_us: 0,
             next_sequence: None,
+            last_capture_us: None,
             window: WindowAccumulator::new(config.features.n_mels, config.model.window_frames, config.model.pool_decay),
             groups,
             explain_every_window: false,
@@ -137,16 +181,94 @@ impl MachineMonitor {
     /// chunk on (a new rate re-calibrates the thresholds from the kept learning scores), and a
     /// muted machine raises no events.
     pub fn apply_entry(&mut self, entry: MachineEntry) {
+        self.take_entry(entry);
+        let rate = self.config.model.false_alarm_rate;
+        let alarm_rate = self.defaults.model.alarm_false_alarm_rate.min(rate);
+        if let Phase::Scoring { warning_threshold, alarm_threshold, calibration_scores, .. } = &mut self.phase {
+            *warning_threshold = calibrate(calibration_scores, rate);
+            *alarm_threshold = calibrate(calibration_scores, alarm_rate);
+        }
+    }
+
+    /// Puts the entry's overrides into this machine's configuration.
+    fn take_entry(&mut self, entry: MachineEntry) {
         let defaults = &self.defaults;
         self.config.features.channel = entry.channel.map_or(defaults.features.channel, ChannelSelection::Channel);
         self.config.model.learning_s = entry.learning_s.unwrap_or(defaults.model.learning_s);
-        let rate = entry.false_alarm_rate.unwrap_or(defaults.model.false_alarm_rate);
-        self.config.model.false_alarm_rate = rate;
-        if let Phase::Scoring { warning_threshold, alarm_threshold, calibration_scores, .. } = &mut self.phase {
-            *warning_threshold = calibrate(calibration_scores, rate);
-            *alarm_threshold = calibrate(calibration_scores, defaults.model.alarm_false_alarm_rate.min(rate));
-        }
+        self.config.model.false_alarm_rate = entry.false_alarm_rate.unwrap_or(defaults.model.false_alarm_rate);
         self.entry = entry;
+    }
+
+    /// Everything this machine has learned and is in the middle of (partial frames and
+    /// window, profile, alert, sequence numbers, counters), borrowed for a checkpoint.
+    pub fn snapshot(&self) -> MonitorSnapshot<'_> {
+        MonitorSnapshot {
+            machine_id: Cow::Borrowed(&self.machine_id),
+            machine_type: Cow::Borrowed(&self.machine_type),
+            entry_json: self.entry.to_json(),
+            extractor: self
+                .extractor
+                .as_ref()
+                .map(|extractor| (extractor.settings().sample_rate_hz, extractor.state())),
+            segment_start_us: self.segment_start_us,
+            next_sequence: self.next_sequence,
+            last_capture_us: self.last_capture_us,
+            window: Cow::Borrowed(&self.window),
+            window_origin: Cow::Borrowed(&self.window_origin),
+            phase: Cow::Borrowed(&self.phase),
+            learned_audio_s: self.learned_audio_s,
+            alert: Cow::Borrowed(&self.alert),
+            stats: self.stats,
+            last_alert_bands: Cow::Borrowed(&self.last_alert_bands),
+        }
+    }
+
+    /// A machine as a snapshot left it, under this run's `config`: it continues exactly where
+    /// the snapshot's run stopped. Fails if the snapshot does not fit `config` (other feature
+    /// or model dimensions).
+    pub fn restore(snapshot: MonitorSnapshot<'_>, config: &Config) -> Result<Self, RestoreError> {
+        let machine_id = snapshot.machine_id.into_owned();
+        let mut monitor = Self::new(machine_id.clone(), snapshot.machine_type.into_owned(), config);
+        let misfit = |what: String| RestoreError { machine: machine_id.clone(), what };
+        let entry = MachineEntry::parse(snapshot.entry_json.as_bytes()).map_err(|error| misfit(error.to_string()))?;
+        monitor.take_entry(entry);
+        let window = snapshot.window.into_owned();
+        if window.shape() != monitor.window.shape() {
+            return Err(misfit(format!(
+                "its window is {:?} (bands, frames), this run's {:?}",
+                window.shape(),
+                monitor.window.shape()
+            )));
+        }
+        let phase = snapshot.phase.into_owned();
+        let dimensions = match &phase {
+            Phase::Learning { moments, .. } => moments.dimensions(),
+            Phase::Scoring { profile, .. } => profile.dimensions(),
+        };
+        if dimensions != monitor.groups.dimensions() {
+            return Err(misfit(format!(
+                "its profile has {dimensions} features, this run's {}",
+                monitor.groups.dimensions()
+            )));
+        }
+        if let Some((rate, state)) = snapshot.extractor {
+            let settings = monitor.config.features.settings_for(rate);
+            let mut extractor = LogMelExtractor::new(settings).map_err(|error| misfit(error.to_string()))?;
+            extractor.restore(state);
+            monitor.extractor = Some(extractor);
+        }
+        monitor.segment_start_us = snapshot.segment_start_us;
+        monitor.next_sequence = snapshot.next_sequence;
+        monitor.last_capture_us = snapshot.last_capture_us;
+        monitor.window = window;
+        monitor.window_origin = snapshot.window_origin.into_owned();
+        monitor.phase = phase;
+        monitor.learned_audio_s = snapshot.learned_audio_s;
+        monitor.alert = snapshot.alert.into_owned();
+        monitor.alert.configure(config.alerts.clone());
+        monitor.stats = snapshot.stats;
+        monitor.last_alert_bands = snapshot.last_alert_bands.into_owned();
+        Ok(monitor)
     }
 
     /// The alert state after the last window.
@@ -251,6 +373,11 @@ impl MachineMonitor {
             }
         }
         let continuous = match self.next_sequence {
+            // A lower number with a later capture time: the producer restarted its numbering.
+            Some(next) if chunk.sequence < next && self.last_capture_us < Some(chunk.capture_start_us) => {
+                self.stats.gaps += 1;
+                false
+            }
             Some(next) if chunk.sequence < next => {
                 self.stats.duplicates += 1;
                 return Ok(());
@@ -285,6 +412,7 @@ impl MachineMonitor {
             self.extractor = Some(extractor);
         }
         self.next_sequence = Some(chunk.sequence + 1);
+        self.last_capture_us = Some(chunk.capture_start_us);
         self.stats.chunks += 1;
         self.stats.samples += self.samples.len() as u64;
         let extractor = self.extractor.as_mut().expect("created above");

@@ -14,12 +14,15 @@ use super::covariance::{
 
 /// A learned profile: the mean, the Cholesky factor of the shrunk covariance, and each
 /// feature's variance (for explanations).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NormalProfile {
     mean: Vec<f64>,
     factor: Vec<f64>,
     variance: Vec<f64>,
+    /// Scratch of `score` (not checkpointed).
+    #[serde(skip)]
     residual: Vec<f64>,
+    #[serde(skip)]
     scratch: Vec<f64>,
 }
 
@@ -40,6 +43,11 @@ impl NormalProfile {
             residual: Vec::with_capacity(dimensions),
             scratch: Vec::with_capacity(dimensions),
         })
+    }
+
+    /// Features per window this profile scores.
+    pub fn dimensions(&self) -> usize {
+        self.mean.len()
     }
 
     /// Squared Mahalanobis distance of a feature vector over the number of features.
@@ -75,7 +83,7 @@ impl NormalProfile {
 }
 
 /// Learning windows kept for calibration, thinned deterministically to stay under a bound.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CalibrationSample {
     capacity: usize,
     stride: u64,

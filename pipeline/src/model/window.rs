@@ -71,7 +71,7 @@ impl WindowFeatures {
 }
 
 /// Accumulates frames until a window is complete.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct WindowAccumulator {
     n_mels: usize,
     window_frames: u32,
@@ -81,7 +81,10 @@ pub struct WindowAccumulator {
     values: Vec<f32>,
     /// Normalised rank weights, loudest first.
     weights: Vec<f64>,
+    /// Scratch of pooling (not checkpointed).
+    #[serde(skip)]
     column: Vec<f32>,
+    #[serde(skip)]
     keys: Vec<u32>,
 }
 
@@ -100,6 +103,11 @@ impl WindowAccumulator {
             column: Vec::with_capacity(window_frames as usize),
             keys: Vec::with_capacity(window_frames as usize),
         }
+    }
+
+    /// Bands per frame and frames per window.
+    pub fn shape(&self) -> (usize, u32) {
+        (self.n_mels, self.window_frames)
     }
 
     /// Drops a partial window (after a gap in the audio).
