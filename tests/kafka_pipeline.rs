@@ -459,3 +459,107 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         })
         .collect()
 }
+
+/// Puts registry entries (a tombstone for `None`) on `auscult.machines`.
+fn put_registry(broker: &Broker, entries: &[(&str, Option<&str>)]) {
+    let producer: BaseProducer =
+        ClientConfig::new().set("bootstrap.servers", &broker.address).create().expect("a producer");
+    for (key, value) in entries {
+        let mut record: BaseRecord<'_, str, str> = BaseRecord::to("auscult.machines").key(key);
+        if let Some(value) = value {
+            record = record.payload(value);
+        }
+        producer.send(record).map_err(|(error, _)| error).expect("queued");
+    }
+    producer.flush(Duration::from_secs(30)).expect("flushed");
+}
+
+#[test]
+fn a_registry_change_in_the_middle_of_a_run_changes_what_is_emitted_from_then_on() {
+    let broker = Broker::start();
+    run_ok(auscult().args(["topics", "--brokers", &broker.address, "--partitions", "4"]));
+    let send =
+        |start: &str, seconds: &str| {
+            // valve-03 develops a fault 400 s into each agent run (seed 3); the others are healthy.
+            run_ok(
+                auscult()
+                    .args(["agent", "--brokers", &broker.address, "--simulate", "4", "--duration", seconds])
+                    .args(["--speed", "0", "--seed", "3", "--start-time", start]),
+            );
+        };
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let pipeline = |group: &str, events: &str, archive: &str| {
+        let mut command = auscult();
+        command
+            .args(["run", "--brokers", &broker.address, "-w", "2", "--learning-s", "20", "--group", group])
+            .arg("--events")
+            .arg(path(events))
+            .arg("--archive")
+            .arg(path(archive));
+        command
+    };
+
+    // A live pipeline, with an empty registry, learns the four machines from two minutes of audio.
+    let live = pipeline("live", "events.jsonl", "archive")
+        .args(["--stop-when-idle", "8", "--summary-json"])
+        .arg(path("summary.json"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    send(START, "120");
+    let last_windows = r#"
+import sys, duckdb
+try:
+    print(duckdb.sql(f"select count(distinct machine_id) from read_parquet('{sys.argv[1]}/**/*.parquet') where window_end >= '2026-01-01 00:01:50'").fetchone()[0])
+except duckdb.Error:
+    print(0)
+"#;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while python_ok(last_windows, &[&path("archive")]).trim() != "4" {
+        assert!(std::time::Instant::now() < deadline, "the live pipeline did not process the first two minutes");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // While it runs: mute the valve, and fix fan-00's warning threshold at a score most of its
+    // normal windows exceed.
+    put_registry(&broker, &[("valve-03", Some(r#"{"muted":true}"#)), ("fan-00", Some(r#"{"warning_threshold":0.5}"#))]);
+    std::thread::sleep(Duration::from_secs(2));
+    send("2026-01-01T00:02:00Z", "480");
+    let output = live.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+
+    // The same audio, read by a pipeline without a registry (its registry topic is one that
+    // holds nothing).
+    let reference_config = path("reference.toml");
+    std::fs::write(&reference_config, "[kafka]\nmachines_topic = \"auscult.machines.none\"\n").unwrap();
+    run_ok(
+        pipeline("reference", "reference.jsonl", "reference-archive")
+            .args(["--stop-when-idle", "2", "--config"])
+            .arg(&reference_config),
+    );
+    let events = common::read_jsonl(&path("events.jsonl"));
+    let reference = common::read_jsonl(&path("reference.jsonl"));
+    let of = |events: &[serde_json::Value], machine: &str| -> Vec<serde_json::Value> {
+        events.iter().filter(|event| event["machine_id"] == machine).cloned().collect()
+    };
+    // The valve's fault alerts in the reference; the muted valve emitted nothing.
+    assert!(!of(&reference, "valve-03").is_empty(), "{reference:?}");
+    assert!(of(&events, "valve-03").is_empty(), "{events:?}");
+    let summary = read_json(&path("summary.json"));
+    let valve =
+        summary["totals"]["machines"].as_array().unwrap().iter().find(|m| m["machine_id"] == "valve-03").unwrap();
+    assert!(valve["events_muted"].as_u64().unwrap() > 0, "{valve}");
+    // fan-00 alerts at its new threshold, only from the change on: what it emitted before is
+    // what the reference emitted before.
+    let (fan, fan_reference) = (of(&events, "fan-00"), of(&reference, "fan-00"));
+    assert!(fan.len() > fan_reference.len(), "{} events, reference {}", fan.len(), fan_reference.len());
+    assert!(fan.iter().all(|event| event["threshold"] == 0.5 || fan_reference.contains(event)), "{fan:?}");
+    let before = |events: &[serde_json::Value]| -> Vec<serde_json::Value> {
+        events.iter().filter(|e| e["window_start"].as_str().unwrap() < "2026-01-01T00:02:00").cloned().collect()
+    };
+    assert_eq!(before(&fan), before(&fan_reference));
+    // The other machines are untouched.
+    for machine in ["pump-01", "slider-02"] {
+        assert_eq!(of(&events, machine), of(&reference, machine), "{machine}");
+    }
+}

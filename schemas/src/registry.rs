@@ -22,6 +22,13 @@ pub struct MachineEntry {
     /// The target share of normal windows over the warning threshold, instead of the configured one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub false_alarm_rate: Option<f64>,
+    /// A fixed warning threshold (score units: about 1 is typical of normal windows) instead of
+    /// the calibrated one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning_threshold: Option<f64>,
+    /// A fixed alarm threshold instead of the calibrated one (never below the warning threshold).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alarm_threshold: Option<f64>,
     /// Seconds of audio to learn from, instead of the configured span (while still learning).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub learning_s: Option<f64>,
@@ -39,6 +46,8 @@ pub enum RegistryError {
     FalseAlarmRate(f64),
     #[error("registry entry: learning_s {0} is not a positive number of seconds")]
     LearningSpan(f64),
+    #[error("registry entry: {field} {value} is not a positive score")]
+    Threshold { field: &'static str, value: f64 },
 }
 
 impl MachineEntry {
@@ -49,6 +58,13 @@ impl MachineEntry {
         if let Some(rate) = entry.false_alarm_rate {
             if !(rate > 0.0 && rate < 0.5) {
                 return Err(RegistryError::FalseAlarmRate(rate));
+            }
+        }
+        for (field, threshold) in
+            [("warning_threshold", entry.warning_threshold), ("alarm_threshold", entry.alarm_threshold)]
+        {
+            if let Some(value) = threshold.filter(|value| !(value.is_finite() && *value > 0.0)) {
+                return Err(RegistryError::Threshold { field, value });
             }
         }
         if let Some(span) = entry.learning_s {
@@ -79,5 +95,9 @@ mod tests {
         assert!(matches!(MachineEntry::parse(br#"{"false_alarm_rate":0.7}"#), Err(RegistryError::FalseAlarmRate(_))));
         assert!(matches!(MachineEntry::parse(br#"{"mute":true}"#), Err(RegistryError::Json(_))));
         assert!(matches!(MachineEntry::parse(br#"{"learning_s":-1}"#), Err(RegistryError::LearningSpan(_))));
+        let error = MachineEntry::parse(br#"{"warning_threshold":0}"#).unwrap_err();
+        assert_eq!(error.to_string(), "registry entry: warning_threshold 0 is not a positive score");
+        let entry = MachineEntry::parse(br#"{"warning_threshold":2.5,"alarm_threshold":9}"#).unwrap();
+        assert_eq!((entry.warning_threshold, entry.alarm_threshold), (Some(2.5), Some(9.0)));
     }
 }

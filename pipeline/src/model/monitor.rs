@@ -184,9 +184,10 @@ impl MachineMonitor {
         self.take_entry(entry);
         let rate = self.config.model.false_alarm_rate;
         let alarm_rate = self.defaults.model.alarm_false_alarm_rate.min(rate);
+        let (fixed_warning, fixed_alarm) = (self.entry.warning_threshold, self.entry.alarm_threshold);
         if let Phase::Scoring { warning_threshold, alarm_threshold, calibration_scores, .. } = &mut self.phase {
-            *warning_threshold = calibrate(calibration_scores, rate);
-            *alarm_threshold = calibrate(calibration_scores, alarm_rate);
+            (*warning_threshold, *alarm_threshold) =
+                thresholds(calibration_scores, rate, alarm_rate, fixed_warning, fixed_alarm);
         }
     }
 
@@ -349,12 +350,14 @@ impl MachineMonitor {
                 return false;
             };
             let scores = sample.held_out_scores(moments, floor, model.calibration_holdout_radius);
-            self.phase = Phase::Scoring {
-                profile,
-                warning_threshold: calibrate(&scores, model.false_alarm_rate),
-                alarm_threshold: calibrate(&scores, model.alarm_false_alarm_rate.min(model.false_alarm_rate)),
-                calibration_scores: scores,
-            };
+            let (warning_threshold, alarm_threshold) = thresholds(
+                &scores,
+                model.false_alarm_rate,
+                model.alarm_false_alarm_rate.min(model.false_alarm_rate),
+                self.entry.warning_threshold,
+                self.entry.alarm_threshold,
+            );
+            self.phase = Phase::Scoring { profile, warning_threshold, alarm_threshold, calibration_scores: scores };
         }
         true
     }
@@ -533,6 +536,20 @@ impl MachineMonitor {
             out.explanations.push(explanation);
         }
     }
+}
+
+/// The warning and alarm thresholds: calibrated from the held-out learning scores at the two
+/// false-alarm rates, or fixed by the registry; the alarm threshold is never below the warning one.
+fn thresholds(
+    scores: &[f64],
+    warning_rate: f64,
+    alarm_rate: f64,
+    fixed_warning: Option<f64>,
+    fixed_alarm: Option<f64>,
+) -> (f64, f64) {
+    let warning = fixed_warning.unwrap_or_else(|| calibrate(scores, warning_rate));
+    let alarm = fixed_alarm.unwrap_or_else(|| calibrate(scores, alarm_rate));
+    (warning, alarm.max(warning))
 }
 
 /// The band groups whose level (mean or pooled) deviates most from the profile, largest first.
