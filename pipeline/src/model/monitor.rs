@@ -585,3 +585,48 @@ fn top_bands(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use auscult_schemas::{ChunkOrigin, SampleFormat};
+
+    fn chunk(sequence: u64, capture_start_us: i64) -> AudioChunk {
+        AudioChunk {
+            machine_id: MachineId::new("fan-01").unwrap(),
+            machine_type: MachineType::new("fan").unwrap(),
+            sequence,
+            capture_start_us,
+            sample_rate_hz: 16_000,
+            channels: 1,
+            sample_format: SampleFormat::S16le,
+            payload: (0..4000u32).flat_map(|i| (((i * 7919) % 2000) as i16 - 1000).to_le_bytes()).collect(),
+            origin: ChunkOrigin::Simulator { seed: 1 },
+        }
+    }
+
+    #[test]
+    fn a_replay_is_dropped_but_a_producer_that_counts_again_from_zero_later_is_a_new_stretch() {
+        let config = Config::default();
+        let mut monitor =
+            MachineMonitor::new(MachineId::new("fan-01").unwrap(), MachineType::new("fan").unwrap(), &config);
+        let mut out = MonitorOutput::default();
+        for sequence in 0..40 {
+            monitor.accept(&chunk(sequence, sequence as i64 * 250_000), &mut out).unwrap();
+        }
+        // The topic replays the last ten chunks: same numbers, same capture times.
+        for sequence in 30..40 {
+            monitor.accept(&chunk(sequence, sequence as i64 * 250_000), &mut out).unwrap();
+        }
+        assert_eq!((monitor.stats().chunks, monitor.stats().duplicates, monitor.stats().gaps), (40, 10, 0));
+        // The agent restarted: it numbers from 0 again, with later capture times.
+        let restart_us = 60_000_000;
+        for sequence in 0..20 {
+            monitor.accept(&chunk(sequence, restart_us + sequence as i64 * 250_000), &mut out).unwrap();
+        }
+        assert_eq!((monitor.stats().chunks, monitor.stats().duplicates, monitor.stats().gaps), (60, 10, 1));
+        // Its windows are timed from the new stretch's capture time.
+        let last = out.windows.last().unwrap();
+        assert!(last.window_start_us >= restart_us, "{}", last.window_start_us);
+    }
+}
