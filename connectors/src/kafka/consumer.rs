@@ -71,6 +71,9 @@ impl ChunkConsumer {
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "true")
             .set("fetch.message.max.bytes", (MAX_PAYLOAD_BYTES + 64 * 1024).to_string())
+            // A broker holds an empty fetch this long before answering; records that arrive
+            // meanwhile may wait for the answer, so keep it short for live audio.
+            .set("fetch.wait.max.ms", "25")
             .create()
             .map_err(create)?;
         let metadata = consumer.fetch_metadata(Some(&settings.topic), Duration::from_secs(10)).map_err(create)?;
