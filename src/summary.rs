@@ -26,6 +26,8 @@ pub struct RunTotals {
     /// Live sources: capture-to-score latency of scored windows, ms (50th and 99th percentile).
     pub latency_p50_ms: Option<f64>,
     pub latency_p99_ms: Option<f64>,
+    /// Scored windows captured "in the future" of this clock, left out of the latency.
+    pub latency_ahead: u64,
     pub archive_files: usize,
     pub archive_rows: u64,
     pub skipped: Vec<String>,
@@ -40,7 +42,9 @@ impl RunTotals {
             reports.iter().flat_map(|report| report.machines.iter().cloned()).collect();
         machines.sort_by(|a, b| a.machine_id.cmp(&b.machine_id));
         skipped.extend(reports.iter().flat_map(|report| report.skipped.iter().cloned()));
-        let audio_s: f64 = machines.iter().map(|m| m.audio_s).sum();
+        // Audio of this run: restored machines count only what they heard since.
+        let audio_s: f64 =
+            machines.iter().map(|m| m.audio_s).sum::<f64>() - reports.iter().map(|r| r.restored_audio_s).sum::<f64>();
         let wall_s = wall.as_secs_f64();
         Self {
             chunks_read: reports.iter().map(|r| r.chunks_read).sum(),
@@ -53,6 +57,7 @@ impl RunTotals {
             fleet: reports.iter().flat_map(|r| r.fleet.iter().cloned()).collect(),
             latency_p50_ms: percentile(reports, 0.50),
             latency_p99_ms: percentile(reports, 0.99),
+            latency_ahead: reports.iter().map(|r| r.latency_ahead).sum(),
             archive_files: reports.iter().map(|r| r.archive_files).sum(),
             archive_rows: reports.iter().map(|r| r.archive_rows).sum(),
             max_state_bytes: machines.iter().map(|m| m.state_bytes).max().unwrap_or(0),
@@ -115,6 +120,13 @@ pub fn print_run_summary(out: &mut impl Write, totals: &RunTotals, archive: Opti
     }
     if let (Some(p50), Some(p99)) = (totals.latency_p50_ms, totals.latency_p99_ms) {
         writeln!(out, "latency from capture to score: p50 {p50:.0} ms, p99 {p99:.0} ms")?;
+    }
+    if totals.latency_ahead > 0 {
+        writeln!(
+            out,
+            "latency: {} scored window(s) were captured later than this clock's now (an accelerated replay or a skewed clock) and are not in it",
+            totals.latency_ahead
+        )?;
     }
     if totals.machines_restored > 0 || totals.checkpoints_written > 0 {
         writeln!(

@@ -111,6 +111,7 @@ pub type FleetUpdate = ((FleetKey, FleetFact), u64, isize);
 pub struct MachineSummary {
     pub machine_id: MachineId,
     pub machine_type: MachineType,
+    /// Seconds of audio heard since the machine's first chunk (earlier runs included after a restore).
     pub audio_s: f64,
     pub learned_audio_s: f64,
     pub windows_learned: u64,
@@ -143,6 +144,11 @@ pub struct WorkerReport {
     /// score (at most `MAX_LATENCY_SAMPLES`; summarised, not serialised).
     #[serde(skip)]
     pub latency_ms: Vec<f32>,
+    /// Live sources: scored windows whose capture time was ahead of this clock (an accelerated
+    /// replay, or a skewed clock), left out of `latency_ms`.
+    pub latency_ahead: u64,
+    /// Seconds of audio the restored machines had heard before this run.
+    pub restored_audio_s: f64,
     /// Fleet view rows published (changed rows, summed over epochs).
     pub fleet_updates: u64,
     /// The fleet view at the end of the run (worker 0).
@@ -263,6 +269,12 @@ fn write_checkpoint(state: &mut WorkerState, boundary: u64) {
     }
 }
 
+/// Seconds of audio a machine has heard (over all runs, for a restored one).
+fn audio_seconds(monitor: &MachineMonitor) -> f64 {
+    let rate = monitor.feature_settings().map_or(1.0, |settings| f64::from(settings.sample_rate_hz));
+    monitor.stats().samples as f64 / rate
+}
+
 fn wall_clock_us() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_micros() as i64)
 }
@@ -299,6 +311,7 @@ fn run_worker(worker: &mut Worker, plan: &RunPlan) -> WorkerReport {
             restored.drain(..).partition(|monitor| placement.worker_of(monitor.machine_id()) == index as u64);
         *restored = others;
         state.report.machines_restored = mine.len();
+        state.report.restored_audio_s = mine.iter().map(audio_seconds).sum();
         for monitor in mine {
             state.monitors.insert(monitor.machine_id().clone(), monitor);
         }
@@ -553,11 +566,10 @@ fn run_worker(worker: &mut Worker, plan: &RunPlan) -> WorkerReport {
         .values()
         .map(|monitor| {
             let stats = monitor.stats();
-            let rate = monitor.feature_settings().map_or(1.0, |settings| f64::from(settings.sample_rate_hz));
             MachineSummary {
                 machine_id: monitor.machine_id().clone(),
                 machine_type: monitor.machine_type().clone(),
-                audio_s: stats.samples as f64 / rate,
+                audio_s: audio_seconds(monitor),
                 learned_audio_s: monitor.learned_audio_s(),
                 windows_learned: stats.windows_learned,
                 windows_scored: stats.windows_scored,
@@ -775,7 +787,13 @@ fn drive_from_kafka(
         }
         commit_durable(&consumer, durable, &mut uncommitted, state);
         let idle = polled.caught_up && source.stop_when_idle.is_some_and(|idle| last_arrival.elapsed() >= idle);
-        if idle || stop.load(Ordering::Relaxed) {
+        if stop.load(Ordering::Relaxed) {
+            if index == 0 {
+                tracing::warn!("stopping on a signal: processing, writing and committing what was read");
+            }
+            break;
+        }
+        if idle {
             break;
         }
     }
@@ -983,7 +1001,9 @@ fn monitor_epoch(
     if *measure_latency {
         let now_us = wall_clock_us();
         for window in made.windows.iter().filter(|window| window.score.is_some()) {
-            if report.latency_ms.len() < MAX_LATENCY_SAMPLES {
+            if now_us < window.window_end_us {
+                report.latency_ahead += 1;
+            } else if report.latency_ms.len() < MAX_LATENCY_SAMPLES {
                 report.latency_ms.push(((now_us - window.window_end_us) as f64 / 1000.0) as f32);
             }
         }
