@@ -6,7 +6,11 @@ COPY . .
 RUN cargo build --release --locked --bin auscult
 
 FROM debian:bookworm-slim
-RUN useradd --system --home /var/lib/auscult auscult && mkdir -p /var/lib/auscult && chown auscult /var/lib/auscult
+# The archive and state folders exist in the image, owned by auscult, so named volumes mounted
+# there start out writable by it.
+RUN useradd --system --home /var/lib/auscult auscult \
+    && mkdir -p /var/lib/auscult/archive /var/lib/auscult/state \
+    && chown -R auscult /var/lib/auscult
 COPY --from=build /src/target/release/auscult /usr/local/bin/auscult
 USER auscult
 WORKDIR /var/lib/auscult
