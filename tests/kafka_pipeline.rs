@@ -556,3 +556,107 @@ except duckdb.Error:
         assert_eq!(of(&events, machine), of(&reference, machine), "{machine}");
     }
 }
+
+#[test]
+fn a_pipeline_killed_mid_stream_loses_nothing_and_its_repeats_carry_the_same_ids() {
+    let broker = Broker::start();
+    run_ok(auscult().args(["topics", "--brokers", &broker.address, "--partitions", "4"]));
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    // Four machines for eight minutes at 20x real time (24 s); the faults start at 400 s.
+    let agent = auscult()
+        .args(["agent", "--brokers", &broker.address, "--simulate", "4", "--duration", "480", "--speed", "20"])
+        .args(["--start-time", START])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pipeline = |group: &str| {
+        let mut command = auscult();
+        command.args(["run", "--brokers", &broker.address, "-w", "2", "--learning-s", "20", "--group", group]);
+        command
+    };
+    // A pipeline with a state folder (events to the anomaly topic), killed once it has
+    // committed something.
+    let mut first = pipeline("crashing")
+        .arg("--state")
+        .arg(path("state"))
+        .arg("--archive")
+        .arg(path("archive"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Committed: a worker recorded a boundary that one of the checkpoint files lies within.
+    let committed = || {
+        let files = walk(&path("state"));
+        let number = |text: &str| text.trim().parse::<i64>().ok();
+        let marked = files
+            .iter()
+            .filter(|file| file.ends_with("committed"))
+            .filter_map(|file| number(&std::fs::read_to_string(file).unwrap_or_default()))
+            .max();
+        files
+            .iter()
+            .filter(|file| file.extension().is_some_and(|extension| extension == "ckpt"))
+            .filter_map(|file| number(file.file_stem()?.to_str()?))
+            .any(|covered| Some(covered) <= marked)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !committed() {
+        assert!(std::time::Instant::now() < deadline, "the first run committed nothing");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let sent = agent.wait_with_output().unwrap();
+    assert!(sent.status.success());
+
+    // Restarted from its state, it reads from the committed offsets to the end.
+    run_ok(
+        pipeline("crashing")
+            .args(["--stop-when-idle", "2", "--state"])
+            .arg(path("state"))
+            .arg("--archive")
+            .arg(path("archive"))
+            .arg("--summary-json")
+            .arg(path("summary.json")),
+    );
+    let summary = read_json(&path("summary.json"));
+    assert!(summary["totals"]["machines_restored"].as_u64().unwrap() > 0, "{}", summary["totals"]);
+    assert!(summary["totals"]["chunks_read"].as_u64().unwrap() < 4 * 480, "it read from the committed offsets");
+    // A pipeline that never crashed, on the same audio.
+    run_ok(
+        pipeline("reference")
+            .args(["--stop-when-idle", "2", "--events"])
+            .arg(path("reference.jsonl"))
+            .arg("--archive")
+            .arg(path("reference-archive")),
+    );
+
+    // Events: some may have been sent twice, each time with the same id and content; without
+    // repeats they are the reference's.
+    let reference: BTreeSet<String> =
+        sorted_lines(&[path("reference.jsonl")]).into_iter().map(|line| canonical(&line)).collect();
+    assert!(reference.iter().any(|event| event.contains("\"opened\"")), "the faults should raise alerts");
+    let records = broker.consume("auscult.anomalies", usize::MAX, Duration::from_secs(10));
+    let mut by_id: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+    for record in &records {
+        let event = canonical(std::str::from_utf8(&record.value).unwrap());
+        let id = serde_json::from_str::<serde_json::Value>(&event).unwrap()["event_id"].as_str().unwrap().to_owned();
+        if let Some(earlier) = by_id.insert(id, event.clone()) {
+            assert_eq!(earlier, event, "a repeated event id with other content");
+        }
+    }
+    assert_eq!(by_id.into_values().collect::<BTreeSet<_>>(), reference);
+    // Archive rows: repeats aside, the reference's rows, none missing.
+    let rows = archive_rows(&path("archive"));
+    let reference_rows = archive_rows(&path("reference-archive"));
+    assert!(rows.len() >= reference_rows.len());
+    let distinct: BTreeSet<&String> = rows.iter().collect();
+    assert_eq!(distinct, reference_rows.iter().collect::<BTreeSet<_>>());
+}
+
+/// A JSON text in one canonical form (keys sorted, as serde_json's map is).
+fn canonical(text: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(text).unwrap().to_string()
+}
