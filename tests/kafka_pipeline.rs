@@ -371,10 +371,10 @@ fn a_pipeline_stopped_and_restarted_from_its_checkpoints_emits_what_an_uninterru
         };
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name);
-    let pipeline = |group: &str, events: &str, archive: &str, summary: &str| {
+    let pipeline = |group: &str, events: &str, archive: &str, summary: &str, workers: &str| {
         let mut command = auscult();
         command
-            .args(["run", "--brokers", &broker.address, "-w", "2", "--learning-s", "20", "--group", group])
+            .args(["run", "--brokers", &broker.address, "-w", workers, "--learning-s", "20", "--group", group])
             .arg("--events")
             .arg(path(events))
             .arg("--archive")
@@ -387,7 +387,7 @@ fn a_pipeline_stopped_and_restarted_from_its_checkpoints_emits_what_an_uninterru
     // The first two minutes of four machines; a pipeline with a state folder reads them and
     // is stopped with SIGTERM once it has archived something.
     send(START, "120");
-    let first = pipeline("restarted", "events-1.jsonl", "archive", "summary-1.json")
+    let first = pipeline("restarted", "events-1.jsonl", "archive", "summary-1.json", "2")
         .arg("--state")
         .arg(path("state"))
         .stderr(std::process::Stdio::piped())
@@ -409,10 +409,11 @@ fn a_pipeline_stopped_and_restarted_from_its_checkpoints_emits_what_an_uninterru
     assert_eq!(committed_records(&summary), read_first, "a clean stop commits what it read");
 
     // Eight more minutes (the simulated faults start at 400 s of this agent's run; its
-    // sequence numbers start again at 0); the restarted pipeline continues from the state.
+    // sequence numbers start again at 0); the restarted pipeline, on 3 workers now, continues
+    // from the state (each worker takes the machines it owns from every worker's checkpoint).
     send("2026-01-01T00:02:00Z", "480");
     run_ok(
-        pipeline("restarted", "events-2.jsonl", "archive", "summary-2.json")
+        pipeline("restarted", "events-2.jsonl", "archive", "summary-2.json", "3")
             .args(["--stop-when-idle", "2", "--state"])
             .arg(path("state")),
     );
@@ -422,7 +423,7 @@ fn a_pipeline_stopped_and_restarted_from_its_checkpoints_emits_what_an_uninterru
 
     // The same audio through a pipeline that was never stopped.
     run_ok(
-        pipeline("uninterrupted", "events-all.jsonl", "archive-all", "summary-all.json")
+        pipeline("uninterrupted", "events-all.jsonl", "archive-all", "summary-all.json", "2")
             .args(["--stop-when-idle", "2"]),
     );
     let uninterrupted_events = sorted_lines(&[path("events-all.jsonl")]);
