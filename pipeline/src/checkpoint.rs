@@ -84,6 +84,7 @@ pub fn settings_fingerprint(config: &Config) -> String {
 
 /// Where one worker writes its checkpoints.
 pub struct CheckpointStore {
+    root: PathBuf,
     dir: PathBuf,
     settings: String,
 }
@@ -91,7 +92,11 @@ pub struct CheckpointStore {
 impl CheckpointStore {
     /// The folder of worker `worker` (its index across all processes) under `root`.
     pub fn new(root: &Path, worker: usize, config: &Config) -> Self {
-        Self { dir: root.join(format!("worker-{worker}")), settings: settings_fingerprint(config) }
+        Self {
+            root: root.to_path_buf(),
+            dir: root.join(format!("worker-{worker}")),
+            settings: settings_fingerprint(config),
+        }
     }
 
     fn io(&self, path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError {
@@ -120,7 +125,24 @@ impl CheckpointStore {
             .map_err(|error| CheckpointError::Io { path: temporary.clone(), source: error.into_error() })?;
         file.sync_all().map_err(self.io(&temporary))?;
         std::fs::rename(&temporary, &path).map_err(self.io(&path))?;
+        sync_folder(&self.dir)?;
         Ok(path)
+    }
+
+    /// Deletes the folders of workers `peers` and above, left by an earlier run with more
+    /// workers. Call it once a boundary at which every worker of this run checkpointed its
+    /// restored machines is committed: their state is then in this run's folders.
+    pub fn remove_workers_from(&self, peers: usize) -> Result<usize, CheckpointError> {
+        let entries = std::fs::read_dir(&self.root).map_err(self.io(&self.root))?;
+        let mut removed = 0;
+        for path in entries.filter_map(Result::ok).map(|entry| entry.path()) {
+            let index = path.file_name().and_then(|name| name.to_str()?.strip_prefix("worker-")?.parse::<usize>().ok());
+            if index.is_some_and(|index| index >= peers) && path.is_dir() {
+                std::fs::remove_dir_all(&path).map_err(self.io(&path))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// Records that everything before `covered_until_us` is durable (every worker's checkpoint
@@ -133,6 +155,7 @@ impl CheckpointStore {
         writeln!(file, "{covered_until_us}").map_err(self.io(&temporary))?;
         file.sync_all().map_err(self.io(&temporary))?;
         std::fs::rename(&temporary, &path).map_err(self.io(&path))?;
+        sync_folder(&self.dir)?;
         let files = checkpoint_files(&self.dir)?;
         if let Some(&(keep, _)) = files.iter().rev().find(|(covered, _)| *covered <= covered_until_us) {
             for (_, old) in files.iter().filter(|(covered, _)| *covered < keep) {
@@ -141,6 +164,13 @@ impl CheckpointStore {
         }
         Ok(())
     }
+}
+
+/// Makes a rename in `dir` durable.
+fn sync_folder(dir: &Path) -> Result<(), CheckpointError> {
+    File::open(dir)
+        .and_then(|folder| folder.sync_all())
+        .map_err(|source| CheckpointError::Io { path: dir.to_path_buf(), source })
 }
 
 /// The `.ckpt` files of one worker's folder, oldest first.
@@ -323,7 +353,7 @@ mod tests {
         let config = config();
         let store = CheckpointStore::new(Path::new(""), 0, &config);
         let root = tempfile::tempdir().unwrap();
-        let store = CheckpointStore { dir: root.path().join("worker-0"), ..store };
+        let store = CheckpointStore { root: root.path().to_path_buf(), dir: root.path().join("worker-0"), ..store };
         let mut monitor = MachineMonitor::new(machine.clone(), MachineType::new("pump").unwrap(), &config);
         let mut out = MonitorOutput::default();
         for (sequence, covered) in [(40u64, 10_000_000i64), (80, 20_000_000), (120, 30_000_000)] {
@@ -357,5 +387,23 @@ mod tests {
         let error = restore(root.path(), &config).err().unwrap().to_string();
         assert!(error.contains("unreadable") && error.contains(&path.display().to_string()), "{error}");
         assert!(restore(&root.path().join("absent"), &config).unwrap().monitors.is_empty());
+    }
+
+    #[test]
+    fn folders_of_workers_beyond_this_run_are_removed_and_its_own_kept() {
+        let config = config();
+        let root = tempfile::tempdir().unwrap();
+        for worker in 0..4 {
+            std::fs::create_dir_all(root.path().join(format!("worker-{worker}"))).unwrap();
+        }
+        std::fs::create_dir_all(root.path().join("notes")).unwrap();
+        let store = CheckpointStore::new(root.path(), 0, &config);
+        assert_eq!(store.remove_workers_from(2).unwrap(), 2);
+        let mut left: Vec<String> = std::fs::read_dir(root.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["notes", "worker-0", "worker-1"]);
     }
 }

@@ -237,6 +237,10 @@ struct WorkerCheckpoints {
     written_until_us: Option<i64>,
     /// The boundary last recorded as committed, µs.
     marked_until_us: Option<i64>,
+    /// Worker 0 only: once a boundary this late is committed, every worker of this run has
+    /// checkpointed its restored machines, and the folders of workers beyond this run's
+    /// (`peers`) are removed.
+    remove_stale: Option<(i64, usize)>,
 }
 
 impl WorkerCheckpoints {
@@ -302,9 +306,13 @@ fn run_worker(worker: &mut Worker, plan: &RunPlan) -> WorkerReport {
             epoch_us,
             written_until_us: None,
             marked_until_us: checkpoint_plan.covered_until_us,
+            remove_stale: None,
         };
-        first_boundary =
-            Some(checkpoints.boundary_at_or_after(epoch_of(checkpoint_plan.covered_until_us.unwrap_or(0), epoch_us)));
+        let boundary =
+            checkpoints.boundary_at_or_after(epoch_of(checkpoint_plan.covered_until_us.unwrap_or(0), epoch_us));
+        first_boundary = Some(boundary);
+        let remove_stale = (index == 0).then(|| (checkpoints.covered_until_us(boundary), peers));
+        let checkpoints = WorkerCheckpoints { remove_stale, ..checkpoints };
         let mut state = state.borrow_mut();
         let mut restored = checkpoint_plan.restored.lock().unwrap_or_else(PoisonError::into_inner);
         let (mine, others): (Vec<_>, Vec<_>) =
@@ -910,6 +918,16 @@ fn commit_durable(
                     return;
                 }
                 checkpoints.marked_until_us = Some(covered_until_us);
+                if let Some((after_us, peers)) =
+                    checkpoints.remove_stale.filter(|(after, _)| covered_until_us >= *after)
+                {
+                    checkpoints.remove_stale = None;
+                    if let Err(error) = checkpoints.store.remove_workers_from(peers) {
+                        tracing::warn!(
+                            "cannot remove the checkpoints of earlier workers (after {after_us} µs): {error}"
+                        );
+                    }
+                }
             }
             last
         }
