@@ -14,6 +14,29 @@ use std::time::Duration;
 
 const START: &str = "2026-01-01T00:00:00Z";
 
+/// A broker with auscult's topics, 4 partitions each.
+fn broker_with_topics() -> Broker {
+    let broker = Broker::start();
+    run_ok(auscult().args(["topics", "--brokers", &broker.address, "--partitions", "4"]));
+    broker
+}
+
+/// `auscult agent` simulating `machines` machines for `seconds` from `start`, as fast as the
+/// broker takes them (simulator seed `seed`: with seed 3 the last of 4 machines, and the 4th
+/// and 8th of 8, develop a fault 400 s in).
+fn send_simulated(broker: &Broker, machines: &str, seconds: &str, start: &str, seed: &str) {
+    run_ok(
+        auscult().args(["agent", "--brokers", &broker.address, "--simulate", machines, "--duration", seconds]).args([
+            "--speed",
+            "0",
+            "--seed",
+            seed,
+            "--start-time",
+            start,
+        ]),
+    );
+}
+
 /// Produces records that are not valid chunks; returns how many.
 fn produce_malformed(broker: &Broker) -> usize {
     let producer: BaseProducer =
@@ -54,14 +77,7 @@ fn agents_to_anomaly_topic_with_dead_letters_and_archive() {
     let created = String::from_utf8_lossy(&created.stdout);
     assert_eq!(created.matches("created with 4 partitions").count(), 5, "{created}");
     // 8 simulated machines, the 4th and 8th faulty from 400 s, sent as fast as the broker takes them.
-    run_ok(auscult().args(["agent", "--brokers", &broker.address, "--simulate", "8", "--duration", "480"]).args([
-        "--speed",
-        "0",
-        "--seed",
-        "3",
-        "--start-time",
-        START,
-    ]));
+    send_simulated(&broker, "8", "480", START, "3");
     let malformed = produce_malformed(&broker);
     // An agent written in Python, with an independent Kafka client.
     let clip = common::mimii().join("pump/id_00/normal/00000000.wav");
@@ -194,16 +210,8 @@ fn committed_records(summary: &serde_json::Value) -> u64 {
 
 #[test]
 fn offsets_are_committed_after_the_outputs_and_a_restart_reads_only_what_is_new() {
-    let broker = Broker::start();
-    run_ok(auscult().args(["topics", "--brokers", &broker.address, "--partitions", "4"]));
-    let send =
-        |start: &str, seconds: &str| {
-            run_ok(
-                auscult()
-                    .args(["agent", "--brokers", &broker.address, "--simulate", "3", "--duration", seconds])
-                    .args(["--speed", "0", "--start-time", start]),
-            );
-        };
+    let broker = broker_with_topics();
+    let send = |start: &str, seconds: &str| send_simulated(&broker, "3", seconds, start, "1");
     let run = |dir: &std::path::Path| {
         let summary_path = dir.join("summary.json");
         run_ok(
@@ -251,33 +259,18 @@ fn offsets_are_committed_after_the_outputs_and_a_restart_reads_only_what_is_new(
 
 #[test]
 fn the_machine_registry_mutes_a_machine_and_overrides_its_learning() {
-    let broker = Broker::start();
-    run_ok(auscult().args(["topics", "--brokers", &broker.address, "--partitions", "4"]));
-    let producer: BaseProducer =
-        ClientConfig::new().set("bootstrap.servers", &broker.address).create().expect("a producer");
-    let entries: [(&str, Option<&str>); 4] = [
-        ("valve-03", Some(r#"{"site":"hall-b","muted":true}"#)),
-        ("pump-01", Some(r#"{"site":"hall-a","learning_s":60}"#)),
-        ("fan-00", Some(r#"{"learning_s":30}"#)),
-        ("fan-00", None),
-    ];
-    for (key, value) in entries {
-        let mut record: BaseRecord<'_, str, str> = BaseRecord::to("auscult.machines").key(key);
-        if let Some(value) = value {
-            record = record.payload(value);
-        }
-        producer.send(record).map_err(|(error, _)| error).expect("queued");
-    }
-    producer.flush(Duration::from_secs(30)).expect("flushed");
+    let broker = broker_with_topics();
+    put_registry(
+        &broker,
+        &[
+            ("valve-03", Some(r#"{"site":"hall-b","muted":true}"#)),
+            ("pump-01", Some(r#"{"site":"hall-a","learning_s":60}"#)),
+            ("fan-00", Some(r#"{"learning_s":30}"#)),
+            ("fan-00", None),
+        ],
+    );
     // valve-03 develops a fault at 400 s (seed 3); the others are healthy.
-    run_ok(auscult().args(["agent", "--brokers", &broker.address, "--simulate", "4", "--duration", "480"]).args([
-        "--speed",
-        "0",
-        "--seed",
-        "3",
-        "--start-time",
-        START,
-    ]));
+    send_simulated(&broker, "4", "480", START, "3");
     let dir = tempfile::tempdir().unwrap();
     let summary_path = dir.path().join("summary.json");
     run_ok(
@@ -359,16 +352,8 @@ fn sorted_lines(paths: &[std::path::PathBuf]) -> Vec<String> {
 
 #[test]
 fn a_pipeline_stopped_and_restarted_from_its_checkpoints_emits_what_an_uninterrupted_one_does() {
-    let broker = Broker::start();
-    run_ok(auscult().args(["topics", "--brokers", &broker.address, "--partitions", "4"]));
-    let send =
-        |start: &str, seconds: &str| {
-            run_ok(
-                auscult()
-                    .args(["agent", "--brokers", &broker.address, "--simulate", "4", "--duration", seconds])
-                    .args(["--speed", "0", "--start-time", start]),
-            );
-        };
+    let broker = broker_with_topics();
+    let send = |start: &str, seconds: &str| send_simulated(&broker, "4", seconds, start, "1");
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name);
     let pipeline = |group: &str, events: &str, archive: &str, summary: &str, workers: &str| {
@@ -470,17 +455,9 @@ fn put_registry(broker: &Broker, entries: &[(&str, Option<&str>)]) {
 
 #[test]
 fn a_registry_change_in_the_middle_of_a_run_changes_what_is_emitted_from_then_on() {
-    let broker = Broker::start();
-    run_ok(auscult().args(["topics", "--brokers", &broker.address, "--partitions", "4"]));
-    let send =
-        |start: &str, seconds: &str| {
-            // valve-03 develops a fault 400 s into each agent run (seed 3); the others are healthy.
-            run_ok(
-                auscult()
-                    .args(["agent", "--brokers", &broker.address, "--simulate", "4", "--duration", seconds])
-                    .args(["--speed", "0", "--seed", "3", "--start-time", start]),
-            );
-        };
+    let broker = broker_with_topics();
+    // valve-03 develops a fault 400 s into each agent run (seed 3); the others are healthy.
+    let send = |start: &str, seconds: &str| send_simulated(&broker, "4", seconds, start, "3");
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name);
     let pipeline = |group: &str, events: &str, archive: &str| {
@@ -560,8 +537,7 @@ except duckdb.Error:
 
 #[test]
 fn a_pipeline_killed_mid_stream_loses_nothing_and_its_repeats_carry_the_same_ids() {
-    let broker = Broker::start();
-    run_ok(auscult().args(["topics", "--brokers", &broker.address, "--partitions", "4"]));
+    let broker = broker_with_topics();
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name);
     // Four machines for eight minutes at 20x real time (24 s); the faults start at 400 s.
