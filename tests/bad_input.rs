@@ -109,3 +109,24 @@ fn a_missing_input_folder_is_a_clear_error() {
     assert!(stderr.contains("/no/such/folder"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn a_damaged_checkpoint_or_marker_is_one_clear_line_before_anything_is_read() {
+    let state = tempfile::tempdir().unwrap();
+    let folder = state.path().join("worker-0");
+    std::fs::create_dir_all(&folder).unwrap();
+    let checkpoint = folder.join("00000000000000000050.ckpt");
+    std::fs::write(&checkpoint, b"not a checkpoint").unwrap();
+    for (marker, expected) in
+        [("100\n", checkpoint.display().to_string()), ("soon\n", "\"soon\" is not a capture time".to_owned())]
+    {
+        std::fs::write(folder.join("committed"), marker).unwrap();
+        // No broker is needed: the state is read before the pipeline connects.
+        let output = auscult().args(["run", "--brokers", "127.0.0.1:9", "--state"]).arg(state.path()).output().unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(&expected), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}

@@ -35,23 +35,24 @@ const FORMAT: u32 = 1;
 const MARKER: &str = "committed";
 const EXTENSION: &str = "ckpt";
 
-/// Why checkpoints could not be written or read; each names the file.
+/// Why checkpoints could not be written or read; each names the file and says why in one
+/// line (the cause is part of the message, not a separate source, so it is printed once).
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    #[error("checkpoint {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
-    #[error("checkpoint {path}: cannot encode: {source}")]
-    Encode { path: PathBuf, source: bincode::Error },
-    #[error("checkpoint {path}: unreadable (damaged, or not an auscult checkpoint): {source}")]
-    Decode { path: PathBuf, source: bincode::Error },
+    #[error("checkpoint {path}: {cause}")]
+    Io { path: PathBuf, cause: std::io::Error },
+    #[error("checkpoint {path}: cannot encode: {cause}")]
+    Encode { path: PathBuf, cause: bincode::Error },
+    #[error("checkpoint {path}: unreadable (damaged, or not an auscult checkpoint): {cause}")]
+    Decode { path: PathBuf, cause: bincode::Error },
     #[error("checkpoint {path}: written with {found}, this run computes {expected}; restart with the same feature and model settings, or with another --state folder")]
     Settings { path: PathBuf, found: String, expected: String },
     #[error("checkpoint {path}: layout version {found}, this build reads {FORMAT}")]
     Format { path: PathBuf, found: u32 },
     #[error("checkpoint marker {path}: {reason}")]
     Marker { path: PathBuf, reason: String },
-    #[error("checkpoint {path}: {source}")]
-    Restore { path: PathBuf, source: RestoreError },
+    #[error("checkpoint {path}: {cause}")]
+    Restore { path: PathBuf, cause: RestoreError },
 }
 
 /// One worker's checkpoint file.
@@ -101,7 +102,7 @@ impl CheckpointStore {
 
     fn io(&self, path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError {
         let path = path.to_path_buf();
-        move |source| CheckpointError::Io { path, source }
+        move |source| CheckpointError::Io { path, cause: source }
     }
 
     /// Writes the state of `monitors`, covering capture times before `covered_until_us`.
@@ -119,10 +120,10 @@ impl CheckpointStore {
         let mut writer = BufWriter::new(File::create(&temporary).map_err(self.io(&temporary))?);
         bincode::DefaultOptions::new()
             .serialize_into(&mut writer, &file)
-            .map_err(|source| CheckpointError::Encode { path: temporary.clone(), source })?;
+            .map_err(|source| CheckpointError::Encode { path: temporary.clone(), cause: source })?;
         let file = writer
             .into_inner()
-            .map_err(|error| CheckpointError::Io { path: temporary.clone(), source: error.into_error() })?;
+            .map_err(|error| CheckpointError::Io { path: temporary.clone(), cause: error.into_error() })?;
         file.sync_all().map_err(self.io(&temporary))?;
         std::fs::rename(&temporary, &path).map_err(self.io(&path))?;
         sync_folder(&self.dir)?;
@@ -170,12 +171,13 @@ impl CheckpointStore {
 fn sync_folder(dir: &Path) -> Result<(), CheckpointError> {
     File::open(dir)
         .and_then(|folder| folder.sync_all())
-        .map_err(|source| CheckpointError::Io { path: dir.to_path_buf(), source })
+        .map_err(|source| CheckpointError::Io { path: dir.to_path_buf(), cause: source })
 }
 
 /// The `.ckpt` files of one worker's folder, oldest first.
 fn checkpoint_files(dir: &Path) -> Result<Vec<(i64, PathBuf)>, CheckpointError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| CheckpointError::Io { path: dir.to_path_buf(), source })?;
+    let entries =
+        std::fs::read_dir(dir).map_err(|source| CheckpointError::Io { path: dir.to_path_buf(), cause: source })?;
     let mut files: Vec<(i64, PathBuf)> = entries
         .filter_map(Result::ok)
         .map(|entry| entry.path())
@@ -208,7 +210,7 @@ pub fn restore(root: &Path, config: &Config) -> Result<Restored, CheckpointError
         return Ok(restored);
     }
     let folders: Vec<PathBuf> = std::fs::read_dir(root)
-        .map_err(|source| CheckpointError::Io { path: root.to_path_buf(), source })?
+        .map_err(|source| CheckpointError::Io { path: root.to_path_buf(), cause: source })?
         .filter_map(Result::ok)
         .map(|entry| entry.path())
         .filter(|path| {
@@ -221,7 +223,7 @@ pub fn restore(root: &Path, config: &Config) -> Result<Restored, CheckpointError
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(source) => return Err(CheckpointError::Io { path, source }),
+            Err(source) => return Err(CheckpointError::Io { path, cause: source }),
         };
         let covered = text.trim().parse::<i64>().map_err(|error| CheckpointError::Marker {
             path: path.clone(),
@@ -239,14 +241,15 @@ pub fn restore(root: &Path, config: &Config) -> Result<Restored, CheckpointError
         let Some((covered, path)) = files.into_iter().rev().find(|(covered, _)| *covered <= boundary) else {
             continue;
         };
-        let io = |source| CheckpointError::Io { path: path.clone(), source };
+        let io = |source| CheckpointError::Io { path: path.clone(), cause: source };
         let opened = File::open(&path).map_err(io)?;
-        let length = opened.metadata().map_err(|source| CheckpointError::Io { path: path.clone(), source })?.len();
+        let length =
+            opened.metadata().map_err(|source| CheckpointError::Io { path: path.clone(), cause: source })?.len();
         // The limit keeps a damaged length prefix from asking for more memory than the file holds.
         let file: CheckpointFile<'static> = bincode::DefaultOptions::new()
             .with_limit(length)
             .deserialize_from(BufReader::new(opened))
-            .map_err(|source| CheckpointError::Decode { path: path.clone(), source })?;
+            .map_err(|source| CheckpointError::Decode { path: path.clone(), cause: source })?;
         if file.format != FORMAT {
             return Err(CheckpointError::Format { path, found: file.format });
         }
@@ -264,8 +267,8 @@ pub fn restore(root: &Path, config: &Config) -> Result<Restored, CheckpointError
     let mut snapshots: Vec<_> = newest.into_values().collect();
     snapshots.sort_by(|a, b| a.1.machine_id().cmp(b.1.machine_id()));
     for (_, snapshot, path) in snapshots {
-        let monitor =
-            MachineMonitor::restore(snapshot, config).map_err(|source| CheckpointError::Restore { path, source })?;
+        let monitor = MachineMonitor::restore(snapshot, config)
+            .map_err(|source| CheckpointError::Restore { path, cause: source })?;
         restored.monitors.push(monitor);
     }
     restored.covered_until_us = Some(boundary);
