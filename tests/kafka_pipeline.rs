@@ -5,7 +5,7 @@
 mod common;
 
 use common::broker::Broker;
-use common::{auscult, python_ok, read_json, run_ok};
+use common::{auscult, python_ok, read_json, run_ok, Spawned};
 use rdkafka::config::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -372,12 +372,12 @@ fn a_pipeline_stopped_and_restarted_from_its_checkpoints_emits_what_an_uninterru
     // The first two minutes of four machines; a pipeline with a state folder reads them and
     // is stopped with SIGTERM once it has archived something.
     send(START, "120");
-    let first = pipeline("restarted", "events-1.jsonl", "archive", "summary-1.json", "2")
-        .arg("--state")
-        .arg(path("state"))
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let first = Spawned::start(
+        pipeline("restarted", "events-1.jsonl", "archive", "summary-1.json", "2")
+            .arg("--state")
+            .arg(path("state"))
+            .stderr(std::process::Stdio::piped()),
+    );
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     let archived =
         || walk(&path("archive")).iter().any(|file| file.extension().is_some_and(|extension| extension == "parquet"));
@@ -385,8 +385,8 @@ fn a_pipeline_stopped_and_restarted_from_its_checkpoints_emits_what_an_uninterru
         assert!(std::time::Instant::now() < deadline, "the first run archived nothing");
         std::thread::sleep(Duration::from_millis(100));
     }
-    std::process::Command::new("kill").args(["-TERM", &first.id().to_string()]).status().unwrap();
-    let output = first.wait_with_output().unwrap();
+    first.signal("TERM");
+    let output = first.wait_with_output();
     assert!(output.status.success(), "SIGTERM is a clean stop:\n{}", String::from_utf8_lossy(&output.stderr));
     let summary = read_json(&path("summary-1.json"));
     assert!(summary["totals"]["checkpoints_written"].as_u64().unwrap() > 0, "{}", summary["totals"]);
@@ -472,12 +472,22 @@ fn a_registry_change_in_the_middle_of_a_run_changes_what_is_emitted_from_then_on
     };
 
     // A live pipeline, with an empty registry, learns the four machines from two minutes of audio.
-    let live = pipeline("live", "events.jsonl", "archive")
-        .args(["--stop-when-idle", "8", "--summary-json"])
-        .arg(path("summary.json"))
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut live = Spawned::start(
+        pipeline("live", "events.jsonl", "archive")
+            .args(["--stop-when-idle", "8", "--log", "info", "--summary-json"])
+            .arg(path("summary.json"))
+            .stderr(std::process::Stdio::piped()),
+    );
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let log = std::sync::Arc::clone(&log);
+        let stderr = live.take_stderr();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+                log.lock().unwrap().push(line.unwrap());
+            }
+        })
+    };
     send(START, "120");
     let last_windows = r#"
 import sys, duckdb
@@ -492,12 +502,23 @@ except duckdb.Error:
         std::thread::sleep(Duration::from_millis(300));
     }
     // While it runs: mute the valve, and fix fan-00's warning threshold at a score most of its
-    // normal windows exceed.
+    // normal windows exceed; the pipeline says when it has read each entry.
     put_registry(&broker, &[("valve-03", Some(r#"{"muted":true}"#)), ("fan-00", Some(r#"{"warning_threshold":0.5}"#))]);
-    std::thread::sleep(Duration::from_secs(2));
+    let read = |machine: &str| {
+        log.lock()
+            .unwrap()
+            .iter()
+            .any(|line| line.contains("registry entry") && line.contains(&format!("machine_id={machine}")))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !(read("valve-03") && read("fan-00")) {
+        assert!(std::time::Instant::now() < deadline, "the registry change was not read: {:?}", log.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+    }
     send("2026-01-01T00:02:00Z", "480");
-    let output = live.wait_with_output().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let status = live.wait();
+    reader.join().unwrap();
+    assert!(status.success(), "{:?}", log.lock().unwrap());
 
     // The same audio, read by a pipeline without a registry (its registry topic is one that
     // holds nothing).
@@ -541,12 +562,12 @@ fn a_pipeline_killed_mid_stream_loses_nothing_and_its_repeats_carry_the_same_ids
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name);
     // Four machines for eight minutes at 20x real time (24 s); the faults start at 400 s.
-    let agent = auscult()
-        .args(["agent", "--brokers", &broker.address, "--simulate", "4", "--duration", "480", "--speed", "20"])
-        .args(["--start-time", START])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let agent = Spawned::start(
+        auscult()
+            .args(["agent", "--brokers", &broker.address, "--simulate", "4", "--duration", "480", "--speed", "20"])
+            .args(["--start-time", START])
+            .stderr(std::process::Stdio::null()),
+    );
     let pipeline = |group: &str| {
         let mut command = auscult();
         command.args(["run", "--brokers", &broker.address, "-w", "2", "--learning-s", "20", "--group", group]);
@@ -554,14 +575,14 @@ fn a_pipeline_killed_mid_stream_loses_nothing_and_its_repeats_carry_the_same_ids
     };
     // A pipeline with a state folder (events to the anomaly topic), killed once it has
     // committed something.
-    let mut first = pipeline("crashing")
-        .arg("--state")
-        .arg(path("state"))
-        .arg("--archive")
-        .arg(path("archive"))
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let first = Spawned::start(
+        pipeline("crashing")
+            .arg("--state")
+            .arg(path("state"))
+            .arg("--archive")
+            .arg(path("archive"))
+            .stderr(std::process::Stdio::null()),
+    );
     // Committed: a worker recorded a boundary that one of the checkpoint files lies within.
     let committed = || {
         let files = walk(&path("state"));
@@ -582,11 +603,9 @@ fn a_pipeline_killed_mid_stream_loses_nothing_and_its_repeats_carry_the_same_ids
         assert!(std::time::Instant::now() < deadline, "the first run committed nothing");
         std::thread::sleep(Duration::from_millis(100));
     }
-    std::thread::sleep(Duration::from_secs(1));
-    first.kill().unwrap();
-    first.wait().unwrap();
-    let sent = agent.wait_with_output().unwrap();
-    assert!(sent.status.success());
+    first.signal("KILL");
+    first.wait();
+    assert!(agent.wait().success());
 
     // Restarted from its state, it reads from the committed offsets to the end.
     run_ok(

@@ -839,6 +839,12 @@ fn enter_registry_change(
     if !owned(&machine_id) || entries.get(&machine_id) == new.as_ref() {
         return;
     }
+    match &new {
+        Some(entry) => {
+            tracing::info!(machine_id = %machine_id, entry = %entry, "registry entry in effect from the next window")
+        }
+        None => tracing::info!(machine_id = %machine_id, "registry entry deleted"),
+    }
     if let Some(old) = entries.remove(&machine_id) {
         registry.update((machine_id.clone(), old), -1);
     }

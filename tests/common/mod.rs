@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, ChildStderr, Command, ExitStatus, Output};
 use std::sync::OnceLock;
 
 /// The repository root.
@@ -22,6 +22,53 @@ pub fn auscult() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_auscult"));
     command.env_remove("RUST_LOG");
     command
+}
+
+/// A process a test started and waits for: killed (by its pid) if the test ends first, so a
+/// failing test leaves no pipeline or agent running.
+pub struct Spawned(Option<Child>);
+
+impl Spawned {
+    pub fn start(command: &mut Command) -> Spawned {
+        Spawned(Some(command.spawn().expect("the command starts")))
+    }
+
+    fn child(&mut self) -> &mut Child {
+        self.0.as_mut().expect("still running")
+    }
+
+    pub fn id(&self) -> u32 {
+        self.0.as_ref().expect("still running").id()
+    }
+
+    /// Its standard error, when it was piped.
+    pub fn take_stderr(&mut self) -> ChildStderr {
+        self.child().stderr.take().expect("stderr was piped")
+    }
+
+    /// Sends it `signal` (`TERM`, `INT`, `KILL`) with `kill`.
+    pub fn signal(&self, signal: &str) {
+        let sent =
+            Command::new("kill").arg(format!("-{signal}")).arg(self.id().to_string()).status().expect("kill runs");
+        assert!(sent.success(), "kill -{signal} {} failed", self.id());
+    }
+
+    pub fn wait(mut self) -> ExitStatus {
+        self.0.take().expect("still running").wait().expect("waited")
+    }
+
+    pub fn wait_with_output(mut self) -> Output {
+        self.0.take().expect("still running").wait_with_output().expect("waited")
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 /// Runs a command, failing the test with its output if it does not exit 0.
