@@ -319,6 +319,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_readme_configuration_block_is_the_defaults() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+        let section = &readme[readme.find("### Configuration").expect("the README has the section")..];
+        let start = section.find("```toml\n").expect("with a TOML block") + "```toml\n".len();
+        let block = &section[start..start + section[start..].find("```").expect("closed")];
+        let config: Config = toml::from_str(block).expect("the README block parses, every key known");
+        assert_eq!(config, Config::default());
+    }
+
+    #[test]
     fn a_partial_toml_keeps_the_other_defaults() {
         let config: Config = toml::from_str("[model]\nlearning_s = 30.0\n[features]\nn_mels = 64\n").unwrap();
         assert_eq!(config.model.learning_s, 30.0);
