@@ -300,7 +300,7 @@ fn run_worker(worker: &mut Worker, plan: &RunPlan) -> WorkerReport {
     let mut first_boundary = None;
     if let Some(checkpoint_plan) = &plan.checkpoints {
         let every_epochs = (config.stream.checkpoint_s.saturating_mul(1000) / config.stream.epoch_ms.max(1)).max(1);
-        let checkpoints = WorkerCheckpoints {
+        let mut checkpoints = WorkerCheckpoints {
             store: CheckpointStore::new(&checkpoint_plan.dir, index, &config),
             every_epochs,
             epoch_us,
@@ -311,8 +311,9 @@ fn run_worker(worker: &mut Worker, plan: &RunPlan) -> WorkerReport {
         let boundary =
             checkpoints.boundary_at_or_after(epoch_of(checkpoint_plan.covered_until_us.unwrap_or(0), epoch_us));
         first_boundary = Some(boundary);
-        let remove_stale = (index == 0).then(|| (checkpoints.covered_until_us(boundary), peers));
-        let checkpoints = WorkerCheckpoints { remove_stale, ..checkpoints };
+        if index == 0 {
+            checkpoints.remove_stale = Some((checkpoints.covered_until_us(boundary), peers));
+        }
         let mut state = state.borrow_mut();
         let mut restored = checkpoint_plan.restored.lock().unwrap_or_else(PoisonError::into_inner);
         let (mine, others): (Vec<_>, Vec<_>) =
@@ -774,13 +775,8 @@ fn drive_from_kafka(
                 break;
             }
             let (epoch, chunks) = entry.remove_entry();
-            if epoch > *input.time() {
-                input.advance_to(epoch);
-            }
             pending_chunks -= chunks.len();
-            for chunk in chunks {
-                input.send(chunk);
-            }
+            send_at(input, epoch, chunks);
         }
         let target = if polled.caught_up { newest_epoch + 1 } else { watermark.min(newest_epoch) };
         if target > *input.time() && pending.first_key_value().is_none_or(|(first, _)| *first >= target) {
@@ -809,12 +805,7 @@ fn drive_from_kafka(
     // once everything is durable (other workers stop too, or this waits for them), the rest
     // is committed.
     while let Some((epoch, chunks)) = pending.pop_first() {
-        if epoch > *input.time() {
-            input.advance_to(epoch);
-        }
-        for chunk in chunks {
-            input.send(chunk);
-        }
+        send_at(input, epoch, chunks);
     }
     input.advance_to(u64::MAX);
     registry.advance_to(u64::MAX);
@@ -823,6 +814,16 @@ fn drive_from_kafka(
         worker.step_or_park(Some(Duration::from_millis(10)));
     }
     commit_durable(&consumer, durable, &mut uncommitted, state);
+}
+
+/// Sends chunks held back for `epoch` (or the input's current epoch, if it is past it).
+fn send_at(input: &mut ChunkInput, epoch: u64, chunks: Vec<AudioChunk>) {
+    if epoch > *input.time() {
+        input.advance_to(epoch);
+    }
+    for chunk in chunks {
+        input.send(chunk);
+    }
 }
 
 /// Enters one registry change of a machine this worker owns as updates of the collection.
