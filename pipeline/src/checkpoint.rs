@@ -241,10 +241,9 @@ pub fn restore(root: &Path, config: &Config) -> Result<Restored, CheckpointError
         let Some((covered, path)) = files.into_iter().rev().find(|(covered, _)| *covered <= boundary) else {
             continue;
         };
-        let io = |source| CheckpointError::Io { path: path.clone(), cause: source };
+        let io = |cause| CheckpointError::Io { path: path.clone(), cause };
         let opened = File::open(&path).map_err(io)?;
-        let length =
-            opened.metadata().map_err(|source| CheckpointError::Io { path: path.clone(), cause: source })?.len();
+        let length = opened.metadata().map_err(io)?.len();
         // The limit keeps a damaged length prefix from asking for more memory than the file holds.
         let file: CheckpointFile<'static> = bincode::DefaultOptions::new()
             .with_limit(length)
