@@ -13,6 +13,9 @@ Run from the repository root:
     auscult eval DIR --json eval.json
     "$PY" bench/peers.py DIR --auscult-json eval.json          # split taken from auscult's JSON
     "$PY" bench/peers.py DIR --auscult-json eval.json --auscult-time 0.4 --json peers.json
+    "$PY" bench/peers.py DIR --folds 5                         # 5-fold cross-validation, own folds
+    auscult eval DIR --folds 5 --json eval.json
+    "$PY" bench/peers.py DIR --auscult-json eval.json          # folds taken from auscult's JSON
 
 Corpus layouts (as `auscult eval` reads them):
   - DCASE 2020 Task 2: TYPE/train/normal_id_XX_*.wav (train), TYPE/test/{normal,anomaly}_id_XX_*.wav
@@ -24,11 +27,25 @@ Folders named `original_8ch` and WAV files that fit neither layout are skipped w
 stderr. With --auscult-json, each machine found there uses that JSON's `train_files` and
 `clips[].path/anomalous` as its split (authoritative); other machines use the split above.
 
+Cross-validation (--folds K, K >= 2; for unsplit MIMII corpora): per machine, the unsplit normal
+clips sorted by path (n of them) are dealt into K folds: fold k tests the normals with index i
+(0-based) where i*K//n == k, plus every abnormal clip, and trains on the other normals. Each method
+is fitted and scored once per fold. A machine in the DCASE layout has a fixed split; it gets that
+same split in every fold (noted on stderr). When the --auscult-json rows carry a `fold` field (as
+`auscult eval --folds K --json` writes them: one row per machine and fold, and `"folds": K` at the
+top level), the folds are taken from the JSON: each (machine, fold) row gives that fold's split
+(authoritative) and auscult's AUC/pAUC for it; K is the JSON's, and --folds, if given, must agree.
+A machine or fold missing from the JSON uses the folds above. Fold results are aggregated as:
+per machine, the mean and standard deviation over folds; per type and over all machines, the mean
+over machines of their fold means, and the standard deviation over folds of the per-fold means
+over those machines. Standard deviations are population ones (ddof=0). A fold whose AUC is
+undefined (e.g. no test normal when n < K) is left out of its means.
+
 Features (the DCASE 2020 Task 2 baseline's): channel 0 at the file's own rate,
 librosa.feature.melspectrogram(n_fft=1024, hop_length=512, n_mels=128, power=2.0),
 10*log10(mel + float eps); extracted once per clip and shared by the methods.
 
-Peers (--methods, default both):
+Peers (--methods, default all three):
   ae    the DCASE 2020 Task 2 baseline autoencoder, one model per machine type on 5-frame (640-dim)
         vectors: Dense 640-128-128-128-128-8-128-128-128-128-640, BatchNorm + ReLU after every hidden
         layer, MSE, Adam(1e-3), 100 epochs, batch 512, shuffled, last 10% held out for validation
@@ -36,11 +53,19 @@ Peers (--methods, default both):
         its vectors of the mean squared reconstruction error.
   maha  per machine, Ledoit-Wolf mean and precision of the single 128-mel log frames; clip score =
         mean squared Mahalanobis distance of its frames.
+  diag  the diagonal clip-level Gaussian: per clip one 256-dim vector, [per band, the mean of its
+        log-mel frames; per band, the GWRP-pooled level: the band's values over the clip sorted
+        descending, weighted r^rank (rank 0 first, r = 0.9) and divided by the sum of weights].
+        Per machine, the mean and standard deviation (ddof=0) of the training clips' vectors, each
+        standard deviation plus 0.5 dB; clip score = mean over the 256 dims of ((x - mean) / sd)^2.
 
 Metrics: sklearn roc_auc_score (AUC) and roc_auc_score(max_fpr=0.1) (pAUC, McClish-standardized,
 as DCASE and auscult report it). Output: markdown tables on stdout (per machine; mean per type and
 over all machines; wall time: feature extraction, each method's fit+score, and auscult's time when
-given), progress on stderr, optionally JSON (--json). BLAS runs on --threads threads (default 1).
+given), progress on stderr, optionally JSON (--json). With folds, the machine and mean tables show
+mean ± std over folds, a further table gives each fold's mean over machines, the wall times are
+summed over folds, and the JSON holds every fold's rows and the aggregates. Features are extracted
+once per clip whatever the number of folds. BLAS runs on --threads threads (default 1).
 """
 
 from __future__ import annotations
@@ -71,7 +96,9 @@ N_MELS = 128
 POWER = 2.0
 FRAMES = 5
 PAUC_MAX_FPR = 0.1
-METHODS = ("ae", "maha")
+METHODS = ("ae", "maha", "diag")
+GWRP_R = 0.9
+DIAG_SD_FLOOR_DB = 0.5
 SKIPPED_FOLDER = "original_8ch"
 SNR_FOLDER = re.compile(r"^-?\d+_dB_(.+)$")
 DCASE_NAME = re.compile(r"^(normal|anomaly)_id_([^_]+)_.+$")
@@ -86,6 +113,7 @@ class Machine:
     train: list[Path]
     test: list[tuple[Path, bool]]
     auscult: dict | None = None
+    fold: int | None = None
 
 
 @dataclass
@@ -163,8 +191,8 @@ def identify(path: Path) -> tuple[str, str, str, bool] | None:
     return None
 
 
-def split_machines(wavs: list[Path]) -> list[Machine]:
-    """Groups files by machine and splits them exactly as `auscult eval` does."""
+def group_files(wavs: list[Path]) -> dict[tuple[str, str], list[tuple[Path, str, bool]]]:
+    """Files by (type, machine id), each machine's sorted by path: (path, split, anomalous)."""
     by_machine: dict[tuple[str, str], list[tuple[Path, str, bool]]] = defaultdict(list)
     unfit: dict[Path, int] = defaultdict(int)
     for path in wavs:
@@ -176,9 +204,15 @@ def split_machines(wavs: list[Path]) -> list[Machine]:
         by_machine[(machine_type, machine_id)].append((path, split, anomalous))
     for folder, count in sorted(unfit.items()):
         note(f"{folder}: {count} .wav file(s) fit neither the DCASE nor the MIMII layout; skipped")
-    machines = []
-    for (machine_type, machine_id), files in sorted(by_machine.items()):
+    for files in by_machine.values():
         files.sort(key=lambda item: item[0])
+    return dict(sorted(by_machine.items()))
+
+
+def split_machines(wavs: list[Path]) -> list[Machine]:
+    """Groups files by machine and splits them exactly as `auscult eval` does."""
+    machines = []
+    for (machine_type, machine_id), files in group_files(wavs).items():
         normals_for_test = sum(1 for _, split, anomalous in files if split == "unsplit" and anomalous)
         train: list[Path] = []
         test: list[tuple[Path, bool]] = []
@@ -194,6 +228,39 @@ def split_machines(wavs: list[Path]) -> list[Machine]:
                 train.append(path)
         machines.append(Machine(machine_type, machine_id, train, test))
     return machines
+
+
+def fold_machines(wavs: list[Path], folds: int) -> list[list[Machine]]:
+    """K cross-validation splits: per machine, fold k tests the unsplit normals with index i
+    (sorted by path, n of them) where i*K//n == k, plus every anomalous clip; the other normals
+    train. DCASE train/test files keep their fixed split in every fold."""
+    splits: list[list[Machine]] = [[] for _ in range(folds)]
+    fixed = []
+    for (machine_type, machine_id), files in group_files(wavs).items():
+        n = sum(1 for _, split, anomalous in files if split == "unsplit" and not anomalous)
+        if any(split != "unsplit" for _, split, _ in files):
+            fixed.append(machine_id)
+        for k in range(folds):
+            train: list[Path] = []
+            test: list[tuple[Path, bool]] = []
+            i = 0
+            for path, split, anomalous in files:
+                if split == "train" and not anomalous:
+                    train.append(path)
+                elif split in ("train", "test") or anomalous:
+                    test.append((path, anomalous))
+                else:
+                    if i * folds // n == k:
+                        test.append((path, False))
+                    else:
+                        train.append(path)
+                    i += 1
+            splits[k].append(Machine(machine_type, machine_id, train, test, fold=k))
+        if 0 < n < folds:
+            note(f"{machine_id}: {n} unsplit normal clip(s) for {folds} folds; folds without a test normal have no AUC")
+    if fixed:
+        note(f"{len(fixed)} machine(s) in the DCASE layout ({', '.join(fixed)}): their fixed split is used in every fold")
+    return splits
 
 
 def id_key(machine_type: str, machine_id: str) -> tuple[str, str]:
@@ -225,6 +292,79 @@ def apply_auscult_split(machines: list[Machine], document: dict, source: Path) -
         own.discard(key)
     note(f"{source}: auscult's split for {len(rows)} machine(s); {len(own)} other(s) keep the corpus split")
     return [by_key[key] for key in sorted(by_key)]
+
+
+def auscult_fold_count(document: dict, source: Path) -> int | None:
+    """K when the JSON's rows carry `fold` (auscult eval --folds K); None for a single split."""
+    rows = document.get("rows")
+    if not isinstance(rows, list):
+        raise SystemExit(f"{source}: not an `auscult eval --json` file (no `rows` list)")
+    with_fold = [row for row in rows if "fold" in row]
+    if not with_fold:
+        return None
+    if len(with_fold) != len(rows):
+        raise SystemExit(f"{source}: {len(with_fold)} of {len(rows)} rows carry a `fold`; expected all or none")
+    folds = [row["fold"] for row in rows]
+    if not all(isinstance(f, int) and not isinstance(f, bool) and f >= 0 for f in folds):
+        raise SystemExit(f"{source}: every row's `fold` must be a non-negative integer")
+    top = document.get("folds")
+    if top is None:
+        count = max(folds) + 1
+        note(f"{source}: no top-level `folds`; {count} folds from the rows' `fold` fields")
+    elif not isinstance(top, int) or isinstance(top, bool) or top < 2:
+        raise SystemExit(f"{source}: `folds` must be an integer of at least 2, not {top!r}")
+    else:
+        count = top
+    if max(folds) >= count:
+        raise SystemExit(f"{source}: a row's `fold` {max(folds)} is out of range for {count} folds")
+    return count
+
+
+def resolved(paths) -> set[str]:
+    return {os.path.realpath(p) for p in paths}
+
+
+def apply_auscult_folds(splits: list[list[Machine]], document: dict, source: Path) -> list[list[Machine]]:
+    """Each (machine, fold) row of auscult's JSON gives that fold's split and metrics."""
+    folds = len(splits)
+    by_key = [{id_key(m.machine_type, m.machine_id): m for m in split} for split in splits]
+    own = [set(keys) for keys in by_key]
+    seen: set[tuple[str, str, int]] = set()
+    from_json: set[tuple[str, str]] = set()
+    for row in document["rows"]:
+        machine_type, machine_id, k = str(row["machine_type"]), str(row["machine_id"]), int(row["fold"])
+        key = id_key(machine_type, machine_id)
+        if (*key, k) in seen:
+            raise SystemExit(f"{source}: two rows for machine {machine_id} fold {k}")
+        seen.add((*key, k))
+        from_json.add(key)
+        machine = Machine(
+            machine_type,
+            machine_id,
+            [Path(p) for p in row.get("train_files", [])],
+            [(Path(c["path"]), bool(c["anomalous"])) for c in row.get("clips", [])],
+            {"auc": row.get("auc"), "pauc": row.get("pauc")},
+            fold=k,
+        )
+        mine = by_key[k].get(key)
+        if mine is None:
+            note(f"{source}: machine {machine_id} is not in the corpus folder; evaluated from the JSON's paths")
+        elif resolved(mine.train) != resolved(machine.train) or resolved(p for p, _ in mine.test) != resolved(
+            p for p, _ in machine.test
+        ):
+            note(f"{source}: machine {machine_id} fold {k}: auscult's split differs from this script's; auscult's is used")
+        by_key[k][key] = machine
+        own[k].discard(key)
+    for key in sorted(from_json):
+        missing = [k for k in range(folds) if (*key, k) not in seen]
+        if missing:
+            note(f"{source}: machine {key[0]} {key[1]} has no row for fold(s) {missing}; those use this script's folds")
+    others = set().union(*own) - from_json
+    note(
+        f"{source}: auscult's folds for {len(from_json)} machine(s) ({len(seen)} rows, {folds} folds); "
+        f"{len(others)} other(s) keep this script's folds"
+    )
+    return [[keys[key] for key in sorted(keys)] for keys in by_key]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,6 +414,7 @@ def readable(machine: Machine, features: dict[Path, np.ndarray]) -> Machine:
         [p for p in machine.train if p in features],
         [(p, a) for p, a in machine.test if p in features],
         machine.auscult,
+        machine.fold,
     )
 
 
@@ -429,7 +570,9 @@ def run_autoencoder(machines: list[Machine], features: dict[Path, np.ndarray], c
         train_paths = sorted({p for machine in group for p in machine.train})
         model = None
         if train_paths:
-            rng = np.random.default_rng([seed, zlib.crc32(machine_type.encode())])
+            entropy = [seed, zlib.crc32(machine_type.encode())]
+            fold = group[0].fold
+            rng = np.random.default_rng(entropy if fold is None else [*entropy, fold])
             model = train_autoencoder(machine_type, [features[p] for p in train_paths], config, rng)
         else:
             note(f"{machine_type}: ae: no training clip; not evaluated")
@@ -464,6 +607,35 @@ def run_mahalanobis(machines: list[Machine], features: dict[Path, np.ndarray]) -
 
 
 # ---------------------------------------------------------------------------------------------
+# Diagonal Gaussian on clip-level vectors (band means and GWRP-pooled band levels)
+# ---------------------------------------------------------------------------------------------
+
+
+def clip_vector(frames: np.ndarray) -> np.ndarray:
+    """[per-band mean over the frames, per-band GWRP level (r = 0.9)]: 2 x 128 values, float64."""
+    x = frames.astype(np.float64)
+    descending = -np.sort(-x, axis=0)
+    weights = GWRP_R ** np.arange(len(x), dtype=np.float64)
+    gwrp = weights @ descending / weights.sum()
+    return np.concatenate([x.mean(axis=0), gwrp])
+
+
+def run_diagonal(machines: list[Machine], features: dict[Path, np.ndarray]) -> list[dict]:
+    rows = []
+    for machine in machines:
+        scores = None
+        if machine.train:
+            train = np.stack([clip_vector(features[p]) for p in machine.train])
+            mu = train.mean(axis=0)
+            sd = train.std(axis=0, ddof=0) + DIAG_SD_FLOOR_DB
+            scores = [float(np.mean(np.square((clip_vector(features[p]) - mu) / sd))) for p, _ in machine.test]
+        else:
+            note(f"{machine.machine_id}: diag: no training clip; not evaluated")
+        rows.append(result_row(machine, scores))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
 # Metrics and reporting
 # ---------------------------------------------------------------------------------------------
 
@@ -479,9 +651,11 @@ def auc_pauc(labels: list[bool], scores: list[float]) -> tuple[float | None, flo
 def result_row(machine: Machine, scores: list[float] | None) -> dict:
     labels = [anomalous for _, anomalous in machine.test]
     auc, pauc = auc_pauc(labels, scores) if scores is not None else (None, None)
+    fold = {} if machine.fold is None else {"fold": machine.fold}
     return {
         "machine_type": machine.machine_type,
         "machine_id": machine.machine_id,
+        **fold,
         "train_clips": len(machine.train),
         "test_normal": labels.count(False),
         "test_anomalous": labels.count(True),
@@ -574,6 +748,174 @@ def write_json(path: Path, results: dict[str, MethodResult], features_s: float, 
 
 
 # ---------------------------------------------------------------------------------------------
+# Cross-validation folds: aggregation and reporting
+# ---------------------------------------------------------------------------------------------
+
+MachineKey = tuple[str, str]
+FoldMetrics = dict[MachineKey, dict[int, dict]]
+
+
+def std(values: list[float | None]) -> float | None:
+    """Population standard deviation (ddof=0) of the present values."""
+    present = [v for v in values if v is not None]
+    return float(np.std(present)) if present else None
+
+
+def fmt_pm(value: float | None, spread: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4f}" if spread is None else f"{value:.4f} ± {spread:.4f}"
+
+
+def fold_metrics(splits: list[list[Machine]], results: dict[str, MethodResult]) -> dict[str, FoldMetrics]:
+    """Per column (each method, and auscult when its JSON gave metrics): machine -> fold -> row."""
+    columns: dict[str, FoldMetrics] = {}
+    for name, result in results.items():
+        table: FoldMetrics = defaultdict(dict)
+        for row in result.rows:
+            table[id_key(row["machine_type"], row["machine_id"])][row["fold"]] = row
+        columns[name] = table
+    if any(m.auscult is not None for split in splits for m in split):
+        table = defaultdict(dict)
+        for split in splits:
+            for m in split:
+                if m.auscult is not None:
+                    table[id_key(m.machine_type, m.machine_id)][m.fold] = m.auscult
+        columns["auscult"] = table
+    return columns
+
+
+def aggregate(table: FoldMetrics, keys: list[MachineKey], folds: int) -> dict:
+    """Mean over machines of their fold means; std over folds of the per-fold means over machines."""
+    out: dict = {}
+    for metric in ("auc", "pauc"):
+        per_machine = [mean([table.get(k, {}).get(f, {}).get(metric) for f in range(folds)]) for k in keys]
+        per_fold = [mean([table.get(k, {}).get(f, {}).get(metric) for k in keys]) for f in range(folds)]
+        out[metric] = mean(per_machine)
+        out[f"{metric}_std"] = std(per_fold)
+        out[f"{metric}_per_fold"] = per_fold
+    return out
+
+
+def machine_keys(splits: list[list[Machine]]) -> dict[MachineKey, list[Machine]]:
+    """Every machine of any fold, sorted, with its per-fold splits."""
+    found: dict[MachineKey, list[Machine]] = defaultdict(list)
+    for split in splits:
+        for m in split:
+            found[id_key(m.machine_type, m.machine_id)].append(m)
+    return dict(sorted(found.items()))
+
+
+def count_range(values: list[int]) -> str:
+    low, high = min(values), max(values)
+    return str(low) if low == high else f"{low}-{high}"
+
+
+def print_fold_tables(
+    splits: list[list[Machine]],
+    results: dict[str, MethodResult],
+    features_s: float,
+    warm_up_s: float,
+    auscult_s: float | None,
+) -> None:
+    folds = len(splits)
+    metrics = fold_metrics(splits, results)
+    columns = list(metrics)
+    machines = machine_keys(splits)
+    print(f"{folds}-fold cross-validation: mean ± std over folds (std: ddof=0)")
+    print()
+    header = " | ".join(f"{c} AUC | {c} pAUC" for c in columns)
+    print(f"| type | id | folds | train | test | {header} |")
+    print("|---|---|---:|---:|---:|" + "---:|---:|" * len(columns))
+    for key, per_fold in machines.items():
+        cells = []
+        for c in columns:
+            agg = aggregate(metrics[c], [key], folds)
+            cells += [fmt_pm(agg["auc"], agg["auc_std"]), fmt_pm(agg["pauc"], agg["pauc_std"])]
+        train = count_range([len(m.train) for m in per_fold])
+        test = count_range([len(m.test) for m in per_fold])
+        print(f"| {key[0]} | {key[1]} | {len(per_fold)} | {train} | {test} | " + " | ".join(cells) + " |")
+    print()
+    print("mean over machines of their fold means ± std over folds of the per-fold mean")
+    print()
+    print(f"| mean over | machines | {header} |")
+    print("|---|---:|" + "---:|---:|" * len(columns))
+    groups: dict[str, list[MachineKey]] = defaultdict(list)
+    for key in machines:
+        groups[key[0]].append(key)
+    for label, keys in [*sorted(groups.items()), ("**all machines**", list(machines))]:
+        cells = []
+        for c in columns:
+            agg = aggregate(metrics[c], keys, folds)
+            cells += [fmt_pm(agg["auc"], agg["auc_std"]), fmt_pm(agg["pauc"], agg["pauc_std"])]
+        print(f"| {label} | {len(keys)} | " + " | ".join(cells) + " |")
+    print()
+    print("per fold, mean over all machines")
+    print()
+    print(f"| fold | {header} |")
+    print("|---:|" + "---:|---:|" * len(columns))
+    overall = {c: aggregate(metrics[c], list(machines), folds) for c in columns}
+    for f in range(folds):
+        cells = []
+        for c in columns:
+            cells += [fmt(overall[c]["auc_per_fold"][f]), fmt(overall[c]["pauc_per_fold"][f])]
+        print(f"| {f} | " + " | ".join(cells) + " |")
+    print()
+    print("| method | wall s |")
+    print("|---|---:|")
+    print(f"| librosa warm-up (first call only, not in the rows below) | {warm_up_s:.2f} |")
+    print(f"| features (librosa log-mel, every clip once for all folds) | {features_s:.2f} |")
+    for name, result in results.items():
+        print(f"| {name} fit+score, {folds} folds | {result.seconds:.2f} |")
+    for name, result in results.items():
+        print(f"| {name} fit+score per fold (mean) | {result.seconds / folds:.2f} |")
+    for name, result in results.items():
+        print(f"| {name} total (features + fit+score, {folds} folds) | {features_s + result.seconds:.2f} |")
+    if auscult_s is not None:
+        print(f"| auscult eval (end to end, given) | {auscult_s:.2f} |")
+
+
+def write_fold_json(
+    path: Path, splits: list[list[Machine]], results: dict[str, MethodResult], features_s: float, warm_up_s: float
+) -> None:
+    folds = len(splits)
+    metrics = fold_metrics(splits, results)
+    machines = list(machine_keys(splits))
+    groups: dict[str, list[MachineKey]] = defaultdict(list)
+    for key in machines:
+        groups[key[0]].append(key)
+
+    def summary(table: FoldMetrics) -> dict:
+        per_machine = []
+        for key in machines:
+            agg = aggregate(table, [key], folds)
+            per_machine.append({"machine_type": key[0], "machine_id": key[1], **agg})
+        overall = aggregate(table, machines, folds)
+        return {
+            "per_machine": per_machine,
+            "per_type": {t: aggregate(table, keys, folds) for t, keys in sorted(groups.items())},
+            "per_fold": [
+                {"fold": f, "auc": overall["auc_per_fold"][f], "pauc": overall["pauc_per_fold"][f]} for f in range(folds)
+            ],
+            "mean": {k: overall[k] for k in ("auc", "auc_std", "pauc", "pauc_std")},
+        }
+
+    document: dict = {
+        "folds": folds,
+        "std": "population (ddof=0) over folds",
+        "methods": {
+            name: {"rows": result.rows, **summary(metrics[name]), "seconds": result.seconds}
+            for name, result in results.items()
+        },
+        "features_seconds": features_s,
+        "warm_up_seconds": warm_up_s,
+    }
+    if "auscult" in metrics:
+        document["auscult"] = summary(metrics["auscult"])
+    path.write_text(json.dumps(document, indent=2) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------------------------
 
@@ -583,7 +925,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("dir", type=Path, help="corpus root (DCASE 2020 Task 2 or MIMII layout)")
     parser.add_argument("--auscult-json", type=Path, help="`auscult eval --json` output: its split and AUC/pAUC")
     parser.add_argument("--auscult-time", type=float, help="auscult's wall time in seconds (default: the JSON's elapsed_s)")
-    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of: ae,maha")
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of: {','.join(METHODS)}")
+    parser.add_argument("--folds", type=int, help="K-fold cross-validation of the unsplit normals (K >= 2)")
     parser.add_argument("--ae-epochs", type=int, default=100, help="autoencoder epochs (baseline: 100)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the autoencoder's init and shuffling")
     parser.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
@@ -595,25 +938,49 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--methods: unknown or empty: {','.join(unknown)} (choose from {','.join(METHODS)})")
     if args.ae_epochs < 1:
         parser.error("--ae-epochs must be at least 1")
+    if args.folds is not None and args.folds < 2:
+        parser.error("--folds must be at least 2")
     return args
 
 
-def load_machines(args: argparse.Namespace) -> tuple[list[Machine], float | None]:
+def load_machines(args: argparse.Namespace) -> tuple[list[list[Machine]], bool, float | None]:
+    """The splits (one per fold; a single one without folds), whether they are folds, auscult's time."""
     if not args.dir.is_dir():
         raise SystemExit(f"{args.dir}: not a folder")
-    machines = split_machines(walk_wavs(args.dir))
+    wavs = walk_wavs(args.dir)
     auscult_s = args.auscult_time
+    document = None
+    json_folds = None
     if args.auscult_json:
         try:
             document = json.loads(args.auscult_json.read_text())
         except (OSError, ValueError) as error:
             raise SystemExit(f"{args.auscult_json}: cannot read: {error}") from error
-        machines = apply_auscult_split(machines, document, args.auscult_json)
+        if not isinstance(document, dict):
+            raise SystemExit(f"{args.auscult_json}: not an `auscult eval --json` file (not a JSON object)")
+        json_folds = auscult_fold_count(document, args.auscult_json)
         if auscult_s is None and isinstance(document.get("elapsed_s"), (int, float)):
             auscult_s = float(document["elapsed_s"])
-    if not machines:
+    if document is not None and args.folds is not None and json_folds is None:
+        raise SystemExit(
+            f"{args.auscult_json}: holds a single split (no `fold` in its rows) but --folds {args.folds} was given; "
+            "drop --folds or run `auscult eval --folds K --json`"
+        )
+    if json_folds is not None and args.folds is not None and json_folds != args.folds:
+        raise SystemExit(f"{args.auscult_json}: holds {json_folds} folds but --folds {args.folds} was given")
+    folds = json_folds if json_folds is not None else args.folds
+    if folds is None:
+        machines = split_machines(wavs)
+        if document is not None:
+            machines = apply_auscult_split(machines, document, args.auscult_json)
+        splits = [machines]
+    else:
+        splits = fold_machines(wavs, folds)
+        if document is not None:
+            splits = apply_auscult_folds(splits, document, args.auscult_json)
+    if not any(splits):
         raise SystemExit(f"{args.dir}: no labelled clips in the DCASE or MIMII layout")
-    return machines, auscult_s
+    return splits, folds is not None, auscult_s
 
 
 def warm_up(machines: list[Machine]) -> float:
@@ -630,53 +997,72 @@ def warm_up(machines: list[Machine]) -> float:
     return elapsed
 
 
-def evaluate(
-    machines: list[Machine], args: argparse.Namespace
-) -> tuple[list[Machine], dict[str, MethodResult], float, float]:
-    """Per machine type: extract its clips' features once, then run each method on them.
+def run_method(name: str, group: list[Machine], features: dict[Path, np.ndarray], config: AeConfig, seed: int) -> list[dict]:
+    if name == "ae":
+        return run_autoencoder(group, features, config, seed)
+    if name == "maha":
+        return run_mahalanobis(group, features)
+    return run_diagonal(group, features)
 
-    Returns the machines without their unreadable clips, each method's result, the feature
-    extraction time and librosa's one-off warm-up time.
+
+def evaluate(
+    splits: list[list[Machine]], args: argparse.Namespace
+) -> tuple[list[list[Machine]], dict[str, MethodResult], float, float]:
+    """Per machine type: extract its clips' features once (for every fold), then run each method
+    on each fold's split.
+
+    Returns the splits without their unreadable clips, each method's result (rows of every fold,
+    time summed over folds), the feature extraction time and librosa's one-off warm-up time.
     """
     results = {name: MethodResult() for name in args.methods}
-    evaluated: list[Machine] = []
+    evaluated: list[list[Machine]] = [[] for _ in splits]
     features_s = 0.0
-    by_type: dict[str, list[Machine]] = defaultdict(list)
-    for machine in machines:
-        by_type[machine.machine_type].append(machine)
+    by_type: dict[str, list[list[Machine]]] = defaultdict(lambda: [[] for _ in splits])
+    for k, split in enumerate(splits):
+        for machine in split:
+            by_type[machine.machine_type][k].append(machine)
     config = AeConfig(epochs=args.ae_epochs)
-    warm_up_s = warm_up(machines)
-    for machine_type, group in sorted(by_type.items()):
-        paths = sorted({p for m in group for p in m.train} | {p for m in group for p, _ in m.test})
+    warm_up_s = warm_up([m for split in splits for m in split])
+    for machine_type, groups in sorted(by_type.items()):
+        everyone = [m for group in groups for m in group]
+        paths = sorted({p for m in everyone for p in m.train} | {p for m in everyone for p, _ in m.test})
         started = time.perf_counter()
         features = extract_features(paths)
         elapsed = time.perf_counter() - started
         features_s += elapsed
         note(f"{machine_type}: features of {len(features)}/{len(paths)} clips in {elapsed:.2f} s")
-        group = [readable(m, features) for m in group]
-        evaluated.extend(group)
-        for name, result in results.items():
-            started = time.perf_counter()
-            if name == "ae":
-                rows = run_autoencoder(group, features, config, args.seed)
-            else:
-                rows = run_mahalanobis(group, features)
-            elapsed = time.perf_counter() - started
-            result.seconds += elapsed
-            result.rows.extend(rows)
-            note(f"{machine_type}: {name} fit+score in {elapsed:.2f} s")
+        for k, group in enumerate(groups):
+            if not group:
+                continue
+            group = [readable(m, features) for m in group]
+            evaluated[k].extend(group)
+            where = machine_type if len(splits) == 1 and group[0].fold is None else f"{machine_type} fold {k}"
+            for name, result in results.items():
+                started = time.perf_counter()
+                rows = run_method(name, group, features, config, args.seed)
+                elapsed = time.perf_counter() - started
+                result.seconds += elapsed
+                result.rows.extend(rows)
+                note(f"{where}: {name} fit+score in {elapsed:.2f} s")
     return evaluated, results, features_s, warm_up_s
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    machines, auscult_s = load_machines(args)
-    note(f"{args.dir}: {len(machines)} machines")
+    splits, folded, auscult_s = load_machines(args)
+    count = len(machine_keys(splits))
+    note(f"{args.dir}: {count} machines" + (f", {len(splits)} folds" if folded else ""))
     with threadpool_limits(limits=args.threads):
-        machines, results, features_s, warm_up_s = evaluate(machines, args)
-    print_tables(machines, results, features_s, warm_up_s, auscult_s)
+        splits, results, features_s, warm_up_s = evaluate(splits, args)
+    if folded:
+        print_fold_tables(splits, results, features_s, warm_up_s, auscult_s)
+    else:
+        print_tables(splits[0], results, features_s, warm_up_s, auscult_s)
     if args.json:
-        write_json(args.json, results, features_s, warm_up_s)
+        if folded:
+            write_fold_json(args.json, splits, results, features_s, warm_up_s)
+        else:
+            write_json(args.json, results, features_s, warm_up_s)
         note(f"wrote {args.json}")
     return 0
 
