@@ -85,6 +85,69 @@ pub fn harmonic_mean(values: &[f64]) -> Option<f64> {
     Some(values.len() as f64 / values.iter().map(|v| 1.0 / v).sum::<f64>())
 }
 
+/// Population standard deviation (ddof=0, as NumPy's `std`); `None` when empty.
+pub fn std_dev(values: &[f64]) -> Option<f64> {
+    let centre = mean(values)?;
+    mean(&values.iter().map(|v| (v - centre) * (v - centre)).collect::<Vec<_>>()).map(f64::sqrt)
+}
+
+/// Clip counts at a threshold: how many normal clips were flagged (false alarms) and how many
+/// anomalous ones (detections). Counts add, so rates can be pooled over folds or machines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DetectionCounts {
+    pub normal: usize,
+    pub false_alarms: usize,
+    pub anomalous: usize,
+    pub detected: usize,
+}
+
+impl DetectionCounts {
+    /// Counts one clip.
+    pub fn count(&mut self, anomalous: bool, flagged: bool) {
+        if anomalous {
+            self.anomalous += 1;
+            self.detected += usize::from(flagged);
+        } else {
+            self.normal += 1;
+            self.false_alarms += usize::from(flagged);
+        }
+    }
+
+    /// Share of normal clips flagged; `None` without normal clips.
+    pub fn false_alarm_rate(&self) -> Option<f64> {
+        (self.normal > 0).then(|| self.false_alarms as f64 / self.normal as f64)
+    }
+
+    /// Share of anomalous clips flagged; `None` without anomalous clips.
+    pub fn recall(&self) -> Option<f64> {
+        (self.anomalous > 0).then(|| self.detected as f64 / self.anomalous as f64)
+    }
+
+    /// Share of flagged clips that are anomalous; `None` when nothing was flagged.
+    pub fn precision(&self) -> Option<f64> {
+        let flagged = self.false_alarms + self.detected;
+        (flagged > 0).then(|| self.detected as f64 / flagged as f64)
+    }
+
+    /// F1 of precision and recall; 0 when there are anomalous clips but none was detected.
+    pub fn f1(&self) -> Option<f64> {
+        match (self.precision(), self.recall()) {
+            (Some(p), Some(r)) if p + r > 0.0 => Some(2.0 * p * r / (p + r)),
+            (_, Some(_)) => Some(0.0),
+            _ => None,
+        }
+    }
+}
+
+impl std::ops::AddAssign for DetectionCounts {
+    fn add_assign(&mut self, other: DetectionCounts) {
+        self.normal += other.normal;
+        self.false_alarms += other.false_alarms;
+        self.anomalous += other.anomalous;
+        self.detected += other.detected;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,5 +165,35 @@ mod tests {
     fn harmonic_mean_is_below_the_mean_when_values_differ() {
         assert!((harmonic_mean(&[1.0, 0.5]).unwrap() - 2.0 / 3.0).abs() < 1e-12);
         assert!(harmonic_mean(&[1.0, 0.0]).is_none());
+    }
+
+    #[test]
+    fn std_dev_is_the_population_one() {
+        // Mean 2.5, squared deviations 2.25 + 0.25 + 0.25 + 2.25 = 5, / 4 = 1.25.
+        assert!((std_dev(&[1.0, 2.0, 3.0, 4.0]).unwrap() - 1.25_f64.sqrt()).abs() < 1e-12);
+        assert_eq!(std_dev(&[0.7]), Some(0.0));
+        assert_eq!(std_dev(&[]), None);
+    }
+
+    #[test]
+    fn pooled_counts_give_pooled_rates() {
+        let mut fold_0 = DetectionCounts::default();
+        fold_0.count(false, true);
+        fold_0.count(false, false);
+        fold_0.count(true, true);
+        let mut fold_1 = DetectionCounts::default();
+        fold_1.count(false, false);
+        fold_1.count(true, false);
+        fold_1.count(true, true);
+        let mut pooled = fold_0;
+        pooled += fold_1;
+        assert_eq!(pooled, DetectionCounts { normal: 3, false_alarms: 1, anomalous: 3, detected: 2 });
+        assert_eq!(pooled.false_alarm_rate(), Some(1.0 / 3.0));
+        assert_eq!(pooled.recall(), Some(2.0 / 3.0));
+        assert_eq!(pooled.precision(), Some(2.0 / 3.0));
+        assert!((pooled.f1().unwrap() - 2.0 / 3.0).abs() < 1e-12);
+        let missed = DetectionCounts { normal: 2, false_alarms: 0, anomalous: 2, detected: 0 };
+        assert_eq!((missed.precision(), missed.f1()), (None, Some(0.0)));
+        assert_eq!(DetectionCounts::default().f1(), None);
     }
 }

@@ -5,9 +5,12 @@
 //! scores every test clip as the stream scores windows; a clip's score is the mean of its
 //! windows' scores. Reported per machine: AUC and pAUC (DCASE's metrics), and, at the
 //! machine's calibrated warning threshold with the stream's alert hysteresis, the false-alarm
-//! rate, recall and F1 over clips.
+//! rate, recall and F1 over clips. With [`folds`], an unsplit corpus is evaluated K times, each
+//! fold exactly as the single split is, and [`summary`] aggregates the folds.
 
+pub mod folds;
 pub mod metrics;
+pub mod summary;
 
 use crate::config::Config;
 use crate::model::alert::AlertTracker;
@@ -15,6 +18,7 @@ use crate::model::{MachineMonitor, MonitorOutput};
 use auscult_connectors::layout::{Label, LabelledFile, Split};
 use auscult_connectors::wav::WavChunkReader;
 use auscult_schemas::{AudioChunk, BandDeviation, ChunkOrigin, MachineId, MachineType};
+use metrics::DetectionCounts;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -32,20 +36,29 @@ pub struct MachineClips {
     pub train: Vec<PathBuf>,
     /// Test clips and whether each is anomalous.
     pub test: Vec<(PathBuf, bool)>,
+    /// The cross-validation fold this split is (0-based); `None` for the single split.
+    pub fold: Option<usize>,
+}
+
+/// A corpus's files by machine (sorted by type, then id), each machine's sorted by path.
+fn files_by_machine(files: &[LabelledFile]) -> BTreeMap<(MachineType, MachineId), Vec<&LabelledFile>> {
+    let mut by_machine: BTreeMap<(MachineType, MachineId), Vec<&LabelledFile>> = BTreeMap::new();
+    for file in files {
+        by_machine.entry((file.machine_type.clone(), file.machine_id.clone())).or_default().push(file);
+    }
+    for machine_files in by_machine.values_mut() {
+        machine_files.sort_by(|a, b| a.path.cmp(&b.path));
+    }
+    by_machine
 }
 
 /// Groups a labelled corpus by machine and splits it: DCASE folders say train and test;
 /// MIMII-style unsplit folders test on every anomalous clip plus as many normal clips (the
 /// first ones by name, as the MIMII baseline does) and train on the remaining normals.
 pub fn split_corpus(files: &[LabelledFile]) -> Vec<MachineClips> {
-    let mut by_machine: BTreeMap<(MachineType, MachineId), Vec<&LabelledFile>> = BTreeMap::new();
-    for file in files {
-        by_machine.entry((file.machine_type.clone(), file.machine_id.clone())).or_default().push(file);
-    }
-    by_machine
+    files_by_machine(files)
         .into_iter()
-        .map(|((machine_type, machine_id), mut files)| {
-            files.sort_by(|a, b| a.path.cmp(&b.path));
+        .map(|((machine_type, machine_id), files)| {
             let mut train = Vec::new();
             let mut test = Vec::new();
             let unsplit_anomalous =
@@ -64,7 +77,7 @@ pub fn split_corpus(files: &[LabelledFile]) -> Vec<MachineClips> {
                     Split::Unsplit => train.push(file.path.clone()),
                 }
             }
-            MachineClips { machine_type, machine_id, train, test }
+            MachineClips { machine_type, machine_id, train, test, fold: None }
         })
         .collect()
 }
@@ -86,6 +99,9 @@ pub struct ClipScore {
 pub struct MachineResult {
     pub machine_type: MachineType,
     pub machine_id: MachineId,
+    /// The cross-validation fold (0-based); absent for the single split.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fold: Option<usize>,
     pub train_clips: usize,
     /// The training clips, in the order they were learned (peers can reuse the exact split).
     pub train_files: Vec<PathBuf>,
@@ -105,11 +121,12 @@ pub struct MachineResult {
 /// Why a machine could not be evaluated.
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
-    #[error("{machine}: no training clip could be learned from")]
-    NothingLearned { machine: MachineId },
+    #[error("{machine}{}: no training clip could be learned from", .fold.map(|k| format!(" fold {k}")).unwrap_or_default())]
+    NothingLearned { machine: MachineId, fold: Option<usize> },
 }
 
-/// Evaluates every machine on `workers` threads; `on_done` is called after each machine.
+/// Evaluates every split (a machine, or one fold of a machine) on `workers` threads, results in
+/// the order of `machines`; `on_done` is called after each.
 pub fn evaluate(
     machines: &[MachineClips],
     config: &Config,
@@ -183,7 +200,7 @@ fn evaluate_machine(machine: &MachineClips, config: &Config) -> Result<MachineRe
         }
     }
     if !monitor.finish_learning() {
-        return Err(EvalError::NothingLearned { machine: machine.machine_id.clone() });
+        return Err(EvalError::NothingLearned { machine: machine.machine_id.clone(), fold: machine.fold });
     }
     let (warning, alarm) = monitor.thresholds().expect("learning finished");
     monitor.explain_every_window(true);
@@ -213,20 +230,11 @@ fn evaluate_machine(machine: &MachineClips, config: &Config) -> Result<MachineRe
     }
     let normal: Vec<f64> = clips.iter().filter(|c| !c.anomalous).map(|c| c.score).collect();
     let anomalous: Vec<f64> = clips.iter().filter(|c| c.anomalous).map(|c| c.score).collect();
-    let false_alarms = clips.iter().filter(|c| !c.anomalous && c.flagged).count() as f64;
-    let detected = clips.iter().filter(|c| c.anomalous && c.flagged).count() as f64;
-    let flagged = clips.iter().filter(|c| c.flagged).count() as f64;
-    let false_alarm_rate = (!normal.is_empty()).then(|| false_alarms / normal.len() as f64);
-    let recall = (!anomalous.is_empty()).then(|| detected / anomalous.len() as f64);
-    let precision = (flagged > 0.0).then(|| detected / flagged);
-    let f1 = match (precision, recall) {
-        (Some(p), Some(r)) if p + r > 0.0 => Some(2.0 * p * r / (p + r)),
-        (_, Some(_)) => Some(0.0),
-        _ => None,
-    };
+    let detection = detection_counts(&clips);
     Ok(MachineResult {
         machine_type: machine.machine_type.clone(),
         machine_id: machine.machine_id.clone(),
+        fold: machine.fold,
         train_clips: machine.train.len(),
         train_files: machine.train.clone(),
         test_normal: normal.len(),
@@ -234,10 +242,19 @@ fn evaluate_machine(machine: &MachineClips, config: &Config) -> Result<MachineRe
         auc: metrics::auc(&normal, &anomalous),
         pauc: metrics::partial_auc(&normal, &anomalous, PAUC_MAX_FPR),
         threshold: Some(warning),
-        false_alarm_rate,
-        recall,
-        f1,
+        false_alarm_rate: detection.false_alarm_rate(),
+        recall: detection.recall(),
+        f1: detection.f1(),
         clips,
         skipped,
     })
+}
+
+/// The clips' false alarms and detections at the threshold they were flagged with.
+pub fn detection_counts(clips: &[ClipScore]) -> DetectionCounts {
+    let mut counts = DetectionCounts::default();
+    for clip in clips {
+        counts.count(clip.anomalous, clip.flagged);
+    }
+    counts
 }
