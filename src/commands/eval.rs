@@ -1,15 +1,18 @@
 //! `auscult eval`: detection quality on a labelled corpus (DCASE 2020 Task 2 or MIMII layout),
-//! through the same features and model code as the stream.
+//! through the same features and model code as the stream; with `--folds K`, K-fold
+//! cross-validation of an unsplit (MIMII-layout) corpus.
 
 use anyhow::{bail, Result};
 use auscult_connectors::layout::discover_labelled;
+use auscult_pipeline::eval::folds::fold_corpus;
 use auscult_pipeline::eval::metrics::{harmonic_mean, mean};
+use auscult_pipeline::eval::summary::{by_machine, summarize, FoldSummary};
 use auscult_pipeline::eval::{evaluate, split_corpus, MachineResult};
 use auscult_pipeline::Config;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::json;
-use std::collections::BTreeMap;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -29,6 +32,10 @@ pub struct EvalArgs {
     /// Frames per scored window.
     #[arg(long)]
     pub window_frames: Option<u32>,
+    /// K-fold cross-validation (K >= 2) of an unsplit (MIMII-layout) corpus: each fold tests
+    /// n/K of a machine's n normal clips (sorted by path) and every anomalous clip.
+    #[arg(long, value_name = "K")]
+    pub folds: Option<usize>,
 }
 
 fn fmt(value: Option<f64>) -> String {
@@ -44,13 +51,24 @@ pub fn execute(args: EvalArgs, mut config: Config) -> Result<()> {
     for note in &corpus.skipped {
         eprintln!("skipped: {note}");
     }
-    let machines = split_corpus(&corpus.files);
+    let machines = match args.folds {
+        None => split_corpus(&corpus.files),
+        Some(folds) => match fold_corpus(&corpus.files, folds) {
+            Ok(machines) => machines,
+            Err(error) => bail!("{}: {error}", args.dir.display()),
+        },
+    };
     if machines.is_empty() {
         bail!("{}: no labelled clips in the DCASE or MIMII layout", args.dir.display());
     }
     let started = Instant::now();
     let progress = ProgressBar::new(machines.len() as u64);
-    progress.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} machines {msg}").expect("a valid template"));
+    let template = if args.folds.is_some() {
+        "{bar:30} {pos}/{len} machine folds {msg}"
+    } else {
+        "{bar:30} {pos}/{len} machines {msg}"
+    };
+    progress.set_style(ProgressStyle::with_template(template).expect("a valid template"));
     let outcomes = evaluate(&machines, &config, args.workers, &|row: &MachineResult| {
         progress.set_message(row.machine_id.to_string());
         progress.inc(1);
@@ -64,12 +82,43 @@ pub fn execute(args: EvalArgs, mut config: Config) -> Result<()> {
             Err(error) => eprintln!("not evaluated: {error}"),
         }
     }
+    let mut document = match args.folds {
+        None => report_split(&rows, &args),
+        Some(folds) => report_folds(&rows, folds, &args),
+    };
+    match args.folds {
+        None => println!("{} machines in {elapsed_s:.2} s", rows.len()),
+        Some(folds) => println!("{} machines × {folds} folds in {elapsed_s:.2} s", by_machine(&rows).len()),
+    }
+    if let Some(path) = &args.json {
+        document["elapsed_s"] = json!(elapsed_s);
+        document["window_frames"] = json!(config.model.window_frames);
+        std::fs::write(path, serde_json::to_string_pretty(&document).expect("plain data"))?;
+    }
+    Ok(())
+}
+
+/// Prints an anomalous clip's deviating bands (`--explain`).
+fn print_explanations(row: &MachineResult) {
+    for clip in row.clips.iter().filter(|clip| clip.anomalous) {
+        let bands: Vec<String> = clip
+            .top_bands
+            .iter()
+            .map(|b| format!("{:.0}-{:.0} Hz ({:+.1} sd)", b.low_hz, b.high_hz, b.deviation_sd))
+            .collect();
+        let fold = row.fold.map(|k| format!("fold {k} ")).unwrap_or_default();
+        println!("    {fold}{} score {:.2}: {}", clip.path.display(), clip.score, bands.join(", "));
+    }
+}
+
+/// The single split's table; returns the JSON document (without the run's time and window).
+fn report_split(rows: &[MachineResult], args: &EvalArgs) -> Value {
     println!(
         "{:<8} {:<16} {:>6} {:>6} {:>6} {:>7} {:>7} {:>6} {:>6} {:>6}",
         "type", "machine", "train", "test", "AUC", "pAUC", "thresh", "FAR", "recall", "F1"
     );
     let mut by_type: BTreeMap<String, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
-    for row in &rows {
+    for row in rows {
         println!(
             "{:<8} {:<16} {:>6} {:>6} {:>6} {:>7} {:>7} {:>6} {:>6} {:>6}",
             row.machine_type.as_str(),
@@ -90,14 +139,7 @@ pub fn execute(args: EvalArgs, mut config: Config) -> Result<()> {
             eprintln!("skipped: {skipped}");
         }
         if args.explain {
-            for clip in row.clips.iter().filter(|clip| clip.anomalous) {
-                let bands: Vec<String> = clip
-                    .top_bands
-                    .iter()
-                    .map(|b| format!("{:.0}-{:.0} Hz ({:+.1} sd)", b.low_hz, b.high_hz, b.deviation_sd))
-                    .collect();
-                println!("    {} score {:.2}: {}", clip.path.display(), clip.score, bands.join(", "));
-            }
+            print_explanations(row);
         }
     }
     let all_auc: Vec<f64> = rows.iter().filter_map(|r| r.auc).collect();
@@ -124,17 +166,124 @@ pub fn execute(args: EvalArgs, mut config: Config) -> Result<()> {
         fmt(harmonic_mean(&all_auc)),
         fmt(harmonic_mean(&all_pauc))
     );
-    println!("{} machines in {elapsed_s:.2} s", rows.len());
-    if let Some(path) = &args.json {
-        let document = json!({
-            "rows": rows,
-            "mean": {"auc": mean(&all_auc), "pauc": mean(&all_pauc)},
-            "harmonic_mean": {"auc": harmonic_mean(&all_auc), "pauc": harmonic_mean(&all_pauc)},
-            "per_type": per_type,
-            "elapsed_s": elapsed_s,
-            "window_frames": config.model.window_frames,
-        });
-        std::fs::write(path, serde_json::to_string_pretty(&document).expect("plain data"))?;
+    json!({
+        "rows": rows,
+        "mean": {"auc": mean(&all_auc), "pauc": mean(&all_pauc)},
+        "harmonic_mean": {"auc": harmonic_mean(&all_auc), "pauc": harmonic_mean(&all_pauc)},
+        "per_type": per_type,
+    })
+}
+
+fn fmt_pm(mean: Option<f64>, std: Option<f64>) -> String {
+    match (mean, std) {
+        (Some(mean), Some(std)) => format!("{mean:.3} ± {std:.3}"),
+        _ => "-".to_owned(),
     }
-    Ok(())
+}
+
+/// `8`, or `7-8` when the folds differ.
+fn fmt_range(counts: impl Iterator<Item = usize> + Clone) -> String {
+    match (counts.clone().min(), counts.max()) {
+        (Some(low), Some(high)) if low != high => format!("{low}-{high}"),
+        (Some(low), _) => low.to_string(),
+        _ => "-".to_owned(),
+    }
+}
+
+/// A group's means, spreads over folds and pooled rates as JSON (the harmonic means apart).
+fn summary_json(summary: &FoldSummary) -> Value {
+    json!({
+        "auc": summary.auc_mean,
+        "pauc": summary.pauc_mean,
+        "auc_std_over_folds": summary.auc_std_over_folds,
+        "pauc_std_over_folds": summary.pauc_std_over_folds,
+        "recall": summary.detection.recall(),
+        "false_alarm_rate": summary.detection.false_alarm_rate(),
+        "f1": summary.detection.f1(),
+    })
+}
+
+/// The cross-validation tables: a line per machine (mean ± std over its folds, rates pooled
+/// over its folds' test clips), then per type and over all machines; returns the JSON fields.
+fn report_folds(rows: &[MachineResult], folds: usize, args: &EvalArgs) -> Value {
+    println!(
+        "{:<8} {:<16} {:>5} {:>5} {:>13} {:>13} {:>6} {:>6} {:>6}",
+        "type", "machine", "train", "test", "AUC ± std", "pAUC ± std", "FAR", "recall", "F1"
+    );
+    let mut machines = Vec::new();
+    let mut by_type: BTreeMap<&str, Vec<&MachineResult>> = BTreeMap::new();
+    let mut skipped = BTreeSet::new();
+    for ((machine_type, machine_id), machine_rows) in by_machine(rows) {
+        let summary = summarize(&machine_rows);
+        println!(
+            "{:<8} {:<16} {:>5} {:>5} {:>13} {:>13} {:>6} {:>6} {:>6}",
+            machine_type.as_str(),
+            machine_id.as_str(),
+            fmt_range(machine_rows.iter().map(|row| row.train_clips)),
+            fmt_range(machine_rows.iter().map(|row| row.test_normal + row.test_anomalous)),
+            fmt_pm(summary.auc_mean, summary.auc_std_over_folds),
+            fmt_pm(summary.pauc_mean, summary.pauc_std_over_folds),
+            fmt(summary.detection.false_alarm_rate()),
+            fmt(summary.detection.recall()),
+            fmt(summary.detection.f1())
+        );
+        if args.explain {
+            machine_rows.iter().for_each(|row| print_explanations(row));
+        }
+        skipped.extend(machine_rows.iter().flat_map(|row| row.skipped.iter()));
+        machines.push(json!({
+            "machine_type": machine_type,
+            "machine_id": machine_id,
+            "auc_mean": summary.auc_mean,
+            "auc_std": summary.auc_std_over_folds,
+            "pauc_mean": summary.pauc_mean,
+            "pauc_std": summary.pauc_std_over_folds,
+            "recall": summary.detection.recall(),
+            "false_alarm_rate": summary.detection.false_alarm_rate(),
+            "f1": summary.detection.f1(),
+            "folds": summary.folds,
+        }));
+        by_type.entry(machine_type.as_str()).or_default().extend(machine_rows);
+    }
+    for line in skipped {
+        eprintln!("skipped: {line}");
+    }
+    println!();
+    println!(
+        "{:<25} {:>13} {:>13} {:>9} {:>10} {:>6} {:>6} {:>6}",
+        "", "AUC ± std", "pAUC ± std", "hmean AUC", "hmean pAUC", "FAR", "recall", "F1"
+    );
+    let print_group = |label: String, summary: &FoldSummary| {
+        println!(
+            "{:<25} {:>13} {:>13} {:>9} {:>10} {:>6} {:>6} {:>6}",
+            label,
+            fmt_pm(summary.auc_mean, summary.auc_std_over_folds),
+            fmt_pm(summary.pauc_mean, summary.pauc_std_over_folds),
+            fmt(summary.hmean_auc),
+            fmt(summary.hmean_pauc),
+            fmt(summary.detection.false_alarm_rate()),
+            fmt(summary.detection.recall()),
+            fmt(summary.detection.f1())
+        );
+    };
+    let mut per_type = serde_json::Map::new();
+    for (machine_type, type_rows) in &by_type {
+        let summary = summarize(type_rows);
+        print_group(format!("mean {machine_type}"), &summary);
+        let mut fields = summary_json(&summary);
+        fields["hmean_auc"] = json!(summary.hmean_auc);
+        fields["hmean_pauc"] = json!(summary.hmean_pauc);
+        per_type.insert((*machine_type).to_owned(), fields);
+    }
+    let overall = summarize(&rows.iter().collect::<Vec<_>>());
+    print_group("mean (all machines)".to_owned(), &overall);
+    json!({
+        "rows": rows,
+        "folds": folds,
+        "machines": machines,
+        "per_fold": overall.per_fold,
+        "mean": summary_json(&overall),
+        "harmonic_mean": {"auc": overall.hmean_auc, "pauc": overall.hmean_pauc},
+        "per_type": per_type,
+    })
 }
