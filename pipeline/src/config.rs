@@ -157,6 +157,10 @@ pub struct StreamConfig {
     /// Capture time between checkpoints of the per-machine state, s (with `run --state`);
     /// offsets are committed at the same boundaries.
     pub checkpoint_s: u64,
+    /// Wall time after which a Kafka-fed worker whose partitions are all read to their end
+    /// and bring nothing counts as idle, ms: it stops holding the frontier back and follows
+    /// the epoch of the busiest worker (Flink's `withIdleness`).
+    pub idle_after_ms: u64,
 }
 
 impl Default for StreamConfig {
@@ -167,6 +171,7 @@ impl Default for StreamConfig {
             start_time: "2026-01-01T00:00:00Z".to_owned(),
             max_machines: 100_000,
             checkpoint_s: 60,
+            idle_after_ms: 2_000,
         }
     }
 }

@@ -53,6 +53,19 @@ impl Spawned {
         assert!(sent.success(), "kill -{signal} {} failed", self.id());
     }
 
+    /// Waits at most `limit` for it to exit; kills it and fails the test if it does not.
+    pub fn wait_within(mut self, limit: std::time::Duration, what: &str) -> ExitStatus {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child().try_wait().expect("waited") {
+                self.0 = None;
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "{what}: still running after {limit:?}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
     pub fn wait(mut self) -> ExitStatus {
         self.0.take().expect("still running").wait().expect("waited")
     }

@@ -20,19 +20,20 @@
 //! `crate::checkpoint`), so the `durable` probe on the sinks passes a boundary only once every
 //! worker's checkpoint of it is on disk.
 
+mod input_clock;
+mod kafka_input;
+
 use crate::checkpoint::CheckpointStore;
 use crate::config::Config;
 use crate::fleet::{
     fleet_counts, FleetCountChange, FleetFact, FleetKey, FleetMetric, FleetRow, FleetView, MachineStatus,
 };
 use crate::model::{MachineMonitor, MonitorOutput};
-use crate::sources::{KafkaSource, MachineStream, Placement, SourcePlan};
+use crate::sources::{MachineStream, Placement, SourcePlan};
 use auscult_connectors::archive::{ArchiveConfig, ArchiveWriter};
 use auscult_connectors::events::{EventTarget, EventWriter};
-use auscult_connectors::kafka::{ChunkConsumer, ConsumerSettings, RegistryChange, RegistryConsumer};
 use auscult_schemas::{
-    AlertState, AnomalyEvent, AudioChunk, BandDeviation, ChunkOrigin, MachineEntry, MachineId, MachineType,
-    WindowRecord,
+    AlertState, AnomalyEvent, AudioChunk, BandDeviation, MachineEntry, MachineId, MachineType, WindowRecord,
 };
 use differential_dataflow::input::{Input, InputSession};
 use differential_dataflow::AsCollection;
@@ -41,9 +42,9 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use timely::communication::Pull;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
@@ -57,13 +58,8 @@ use timely::worker::Worker;
 /// How many epochs a worker's input may run ahead of what its monitors have finished:
 /// bounds the audio buffered in flight.
 const EPOCHS_IN_FLIGHT: u64 = 2;
-/// How long one Kafka poll waits for records, and how many it takes at most.
-const KAFKA_POLL_WAIT: Duration = Duration::from_millis(100);
-const KAFKA_POLL_RECORDS: usize = 512;
 /// Most latency samples a worker keeps.
 const MAX_LATENCY_SAMPLES: usize = 1_000_000;
-/// Most chunks a Kafka-fed worker holds back to replay a backlog in capture-time order.
-const KAFKA_PENDING_CHUNKS: usize = 8_192;
 
 /// Everything one run needs.
 #[derive(Clone)]
@@ -555,8 +551,11 @@ fn run_worker(worker: &mut Worker, plan: &RunPlan) -> WorkerReport {
     let mut registry_input = registry_handle.expect("made with the dataflow");
     match &plan.source {
         SourcePlan::Kafka(source) => {
-            let inputs = Inputs { chunks: &mut input, registry: &mut registry_input };
-            drive_from_kafka(worker, inputs, &probe, &durable, &state, source, &placement, epoch_us, &plan.stop)
+            let inputs = kafka_input::Inputs { chunks: &mut input, registry: &mut registry_input };
+            let idle_after = Duration::from_millis(config.stream.idle_after_ms);
+            kafka_input::drive_from_kafka(
+                worker, inputs, &probe, &durable, &state, source, &placement, epoch_us, idle_after, &plan.stop,
+            )
         }
         _ => {
             // Files and simulated machines have no registry: its collection stays empty.
@@ -601,12 +600,6 @@ type ChunkInput = InputHandle<u64, CapacityContainerBuilder<Vec<AudioChunk>>>;
 type RegistryInput = InputSession<u64, (MachineId, String), isize>;
 /// One change of the registry collection: a machine's entry (as JSON) in or out.
 type RegistryUpdate = ((MachineId, String), isize);
-
-/// The inputs a Kafka-fed worker drives.
-struct Inputs<'a> {
-    chunks: &'a mut ChunkInput,
-    registry: &'a mut RegistryInput,
-}
 
 /// Feeds this worker's machines of a file or simulator plan epoch by epoch of capture time,
 /// never more than `EPOCHS_IN_FLIGHT` ahead of what the monitors have finished.
@@ -677,145 +670,6 @@ fn drive_from_plan(
     }
 }
 
-/// Feeds this worker's share of the audio topic. Chunks enter at the current epoch, which
-/// follows the newest capture time seen less one epoch of allowed lateness, and catches up
-/// whenever the topic is read to its end; a late chunk is processed in a later epoch, never
-/// lost, and a machine's chunks (one partition) keep their order.
-#[allow(clippy::too_many_arguments)]
-fn drive_from_kafka(
-    worker: &mut Worker,
-    inputs: Inputs<'_>,
-    probe: &ProbeHandle<u64>,
-    durable: &ProbeHandle<u64>,
-    state: &Rc<RefCell<WorkerState>>,
-    source: &KafkaSource,
-    placement: &Placement,
-    epoch_us: i64,
-    stop: &AtomicBool,
-) {
-    let Inputs { chunks: input, registry } = inputs;
-    let index = worker.index();
-    let settings = ConsumerSettings {
-        brokers: source.brokers.clone(),
-        topic: source.topic.clone(),
-        dlq_topic: source.dlq_topic.clone(),
-        group_id: source.group_id.clone(),
-        worker_index: worker.index(),
-        workers: worker.peers(),
-    };
-    let connected = ChunkConsumer::connect(settings)
-        .and_then(|consumer| Ok((consumer, RegistryConsumer::connect(&source.brokers, &source.registry_topic)?)));
-    let (mut consumer, mut registry_consumer) = match connected {
-        Ok(connected) => connected,
-        Err(error) => {
-            state.borrow_mut().report.sink_errors.push(error.to_string());
-            return;
-        }
-    };
-    // This worker's machines' registry entries, as last entered into the collection.
-    let mut entries: HashMap<MachineId, String> = HashMap::new();
-    // Offsets read per input epoch, committed once every sink has made that epoch durable.
-    let mut uncommitted: BTreeMap<u64, BTreeMap<i32, i64>> = BTreeMap::new();
-    let mut newest_epoch = 0u64;
-    let mut pending: BTreeMap<u64, Vec<AudioChunk>> = BTreeMap::new();
-    let mut pending_chunks = 0usize;
-    let mut partition_epochs: BTreeMap<i32, u64> = BTreeMap::new();
-    let mut last_arrival = Instant::now();
-    loop {
-        if let Some(registry_consumer) = &mut registry_consumer {
-            let (changes, refused) = registry_consumer.poll();
-            state.borrow_mut().report.skipped.extend(refused);
-            for change in changes {
-                enter_registry_change(registry, &mut entries, change, |id| placement.worker_of(id) == index as u64);
-            }
-        }
-        let polled = consumer.poll(KAFKA_POLL_WAIT, KAFKA_POLL_RECORDS);
-        if !polled.chunks.is_empty() {
-            last_arrival = Instant::now();
-        }
-        {
-            let mut state = state.borrow_mut();
-            for line in polled.rejected {
-                tracing::warn!(worker = worker.index(), "dead letter: {line}");
-                state.report.dead_letters += 1;
-                state.report.skipped.push(line);
-            }
-            state.report.chunks_read += polled.chunks.len() as u64;
-        }
-        // Chunks wait in `pending` until every partition still being read has passed their
-        // epoch, so a backlog is replayed in capture-time epochs; a late chunk goes in the
-        // current epoch.
-        let mut poll_epoch = *input.time();
-        for chunk in polled.chunks {
-            let epoch = epoch_of(chunk.capture_start_us, epoch_us);
-            newest_epoch = newest_epoch.max(epoch);
-            if let ChunkOrigin::Kafka { partition, .. } = &chunk.origin {
-                let latest = partition_epochs.entry(*partition).or_insert(epoch);
-                *latest = (*latest).max(epoch);
-            }
-            poll_epoch = poll_epoch.max(epoch);
-            pending_chunks += 1;
-            pending.entry(epoch.max(*input.time())).or_default().push(chunk);
-        }
-        if !polled.positions.is_empty() {
-            uncommitted.entry(poll_epoch).or_default().extend(polled.positions);
-        }
-        let watermark = if polled.caught_up {
-            u64::MAX
-        } else {
-            consumer
-                .partitions_behind()
-                .iter()
-                .map(|partition| partition_epochs.get(partition).copied().unwrap_or(*input.time()))
-                .min()
-                .unwrap_or(u64::MAX)
-        };
-        while let Some(entry) = pending.first_entry() {
-            if *entry.key() > watermark && pending_chunks <= KAFKA_PENDING_CHUNKS {
-                break;
-            }
-            let (epoch, chunks) = entry.remove_entry();
-            pending_chunks -= chunks.len();
-            send_at(input, epoch, chunks);
-        }
-        let target = if polled.caught_up { newest_epoch + 1 } else { watermark.min(newest_epoch) };
-        if target > *input.time() && pending.first_key_value().is_none_or(|(first, _)| *first >= target) {
-            input.advance_to(target);
-        }
-        registry.advance_to(*input.time());
-        registry.flush();
-        worker.step();
-        let allowed = input.time().saturating_sub(EPOCHS_IN_FLIGHT);
-        while probe.less_than(&allowed) {
-            worker.step();
-        }
-        commit_durable(&consumer, durable, &mut uncommitted, state);
-        let idle = polled.caught_up && source.stop_when_idle.is_some_and(|idle| last_arrival.elapsed() >= idle);
-        if stop.load(Ordering::Relaxed) {
-            if index == 0 {
-                tracing::warn!("stopping on a signal: processing, writing and committing what was read");
-            }
-            break;
-        }
-        if idle {
-            break;
-        }
-    }
-    // Stopping: what was read and held back goes in, in epoch order; every epoch finishes;
-    // once everything is durable (other workers stop too, or this waits for them), the rest
-    // is committed.
-    while let Some((epoch, chunks)) = pending.pop_first() {
-        send_at(input, epoch, chunks);
-    }
-    input.advance_to(u64::MAX);
-    registry.advance_to(u64::MAX);
-    registry.flush();
-    while durable.less_than(&u64::MAX) && state.borrow().report.sink_errors.is_empty() {
-        worker.step_or_park(Some(Duration::from_millis(10)));
-    }
-    commit_durable(&consumer, durable, &mut uncommitted, state);
-}
-
 /// Sends chunks held back for `epoch` (or the input's current epoch, if it is past it).
 fn send_at(input: &mut ChunkInput, epoch: u64, chunks: Vec<AudioChunk>) {
     if epoch > *input.time() {
@@ -823,35 +677,6 @@ fn send_at(input: &mut ChunkInput, epoch: u64, chunks: Vec<AudioChunk>) {
     }
     for chunk in chunks {
         input.send(chunk);
-    }
-}
-
-/// Enters one registry change of a machine this worker owns as updates of the collection.
-fn enter_registry_change(
-    registry: &mut RegistryInput,
-    entries: &mut HashMap<MachineId, String>,
-    change: RegistryChange,
-    owned: impl Fn(&MachineId) -> bool,
-) {
-    let (machine_id, new) = match change {
-        RegistryChange::Upsert(machine_id, entry) => (machine_id, Some(entry.to_json())),
-        RegistryChange::Delete(machine_id) => (machine_id, None),
-    };
-    if !owned(&machine_id) || entries.get(&machine_id) == new.as_ref() {
-        return;
-    }
-    match &new {
-        Some(entry) => {
-            tracing::info!(machine_id = %machine_id, entry = %entry, "registry entry in effect from the next window")
-        }
-        None => tracing::info!(machine_id = %machine_id, "registry entry deleted"),
-    }
-    if let Some(old) = entries.remove(&machine_id) {
-        registry.update((machine_id.clone(), old), -1);
-    }
-    if let Some(new) = new {
-        registry.update((machine_id.clone(), new.clone()), 1);
-        entries.insert(machine_id, new);
     }
 }
 
@@ -888,72 +713,6 @@ fn apply_registry_changes(state: &mut WorkerState, mut changes: Vec<RegistryUpda
 /// The registry entry of a machine (the default entry when it has none).
 fn registry_entry(registry: &HashMap<MachineId, String>, machine_id: &MachineId) -> MachineEntry {
     registry.get(machine_id).and_then(|json| MachineEntry::parse(json.as_bytes()).ok()).unwrap_or_default()
-}
-
-/// Commits the offsets of the epochs that every sink has made durable; with checkpoints, only
-/// up to the last checkpoint boundary that is durable everywhere, recorded first in the
-/// worker's checkpoint folder. Nothing is committed after a sink error.
-fn commit_durable(
-    consumer: &ChunkConsumer,
-    durable: &ProbeHandle<u64>,
-    uncommitted: &mut BTreeMap<u64, BTreeMap<i32, i64>>,
-    state: &Rc<RefCell<WorkerState>>,
-) {
-    let mut state = state.borrow_mut();
-    if !state.report.sink_errors.is_empty() {
-        return;
-    }
-    // Epochs up to `last` may be committed.
-    // `None`: everything is durable (the inputs are at their end).
-    let frontier = durable.with_frontier(|frontier| frontier.first().copied()).filter(|epoch| *epoch < u64::MAX);
-    let last = match (&mut state.checkpoints, frontier) {
-        (None, Some(frontier)) => frontier.checked_sub(1),
-        (None, None) => Some(u64::MAX),
-        (Some(checkpoints), frontier) => {
-            let (last, covered_until_us) = match frontier {
-                Some(frontier) => {
-                    let spans = frontier / checkpoints.every_epochs;
-                    let last = (spans * checkpoints.every_epochs).checked_sub(1);
-                    (last, last.map(|last| checkpoints.covered_until_us(last)))
-                }
-                // Everything is durable, this worker's last checkpoint included.
-                None => (Some(u64::MAX), checkpoints.written_until_us),
-            };
-            if let Some(covered_until_us) = covered_until_us.filter(|c| Some(*c) > checkpoints.marked_until_us) {
-                if let Err(error) = checkpoints.store.mark_committed(covered_until_us) {
-                    state.report.sink_errors.push(error.to_string());
-                    return;
-                }
-                checkpoints.marked_until_us = Some(covered_until_us);
-                if let Some((after_us, peers)) =
-                    checkpoints.remove_stale.filter(|(after, _)| covered_until_us >= *after)
-                {
-                    checkpoints.remove_stale = None;
-                    if let Err(error) = checkpoints.store.remove_workers_from(peers) {
-                        tracing::warn!(
-                            "cannot remove the checkpoints of earlier workers (after {after_us} µs): {error}"
-                        );
-                    }
-                }
-            }
-            last
-        }
-    };
-    let Some(last) = last else { return };
-    let mut positions = BTreeMap::new();
-    while let Some(entry) = uncommitted.first_entry() {
-        if *entry.key() > last {
-            break;
-        }
-        positions.extend(entry.remove());
-    }
-    if positions.is_empty() {
-        return;
-    }
-    match consumer.commit(&positions) {
-        Ok(()) => state.report.committed_offsets.extend(positions),
-        Err(error) => state.report.sink_errors.push(format!("cannot commit offsets {positions:?}: {error}")),
-    }
 }
 
 /// The work of "MachineMonitors" for one finished epoch: its chunks in (machine, capture time,

@@ -1,0 +1,299 @@
+//! The Kafka input of a worker: reads its share of the audio topic and the registry, feeds
+//! the dataflow epoch by epoch (the epochs come from [`InputClock`]), and commits the offsets
+//! of what every sink has made durable.
+//!
+//! The loop never blocks on the dataflow: while the monitors are more than `EPOCHS_IN_FLIGHT`
+//! behind, it stops reading but keeps stepping the worker, telling its peers its epoch and
+//! watching the stop flag, so a stall elsewhere cannot stop it from being stopped.
+
+use super::input_clock::{InputClock, Observation};
+use super::{epoch_of, send_at, ChunkInput, RegistryInput, WorkerState, EPOCHS_IN_FLIGHT};
+use crate::sources::{KafkaSource, Placement};
+use auscult_connectors::kafka::{ChunkConsumer, ConsumerSettings, RegistryChange, RegistryConsumer};
+use auscult_schemas::{ChunkOrigin, MachineId};
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::operators::Operator;
+use timely::dataflow::{InputHandle, ProbeHandle};
+use timely::worker::Worker;
+
+/// How long one Kafka poll waits for records, and how many it takes at most.
+const KAFKA_POLL_WAIT: Duration = Duration::from_millis(100);
+const KAFKA_POLL_RECORDS: usize = 512;
+/// Most chunks a Kafka-fed worker holds back to replay a backlog in capture-time order.
+const KAFKA_PENDING_CHUNKS: usize = 8_192;
+/// How long the loop parks while the monitors catch up.
+const BACKPRESSURE_PARK: Duration = Duration::from_millis(10);
+
+/// The inputs a Kafka-fed worker drives.
+pub(super) struct Inputs<'a> {
+    pub chunks: &'a mut ChunkInput,
+    pub registry: &'a mut RegistryInput,
+}
+
+/// Each worker's input epoch, told to every worker of every process: the idle rule of
+/// [`InputClock`] follows the furthest one.
+struct EpochGossip {
+    input: InputHandle<u64, CapacityContainerBuilder<Vec<u64>>>,
+    furthest: Rc<Cell<u64>>,
+    told: u64,
+}
+
+impl EpochGossip {
+    /// A dataflow of its own: one input that never advances (its records are read as they
+    /// arrive, whatever the frontier), broadcast to every worker.
+    fn new(worker: &mut Worker) -> Self {
+        let mut input = InputHandle::new();
+        let furthest = Rc::new(Cell::new(0));
+        let heard = Rc::clone(&furthest);
+        worker.dataflow::<u64, _, _>(|scope| {
+            input.to_stream(scope).broadcast().sink(Pipeline, "EpochGossip", move |(input, _frontier)| {
+                input.for_each(|_time, epochs| {
+                    for epoch in epochs.drain(..) {
+                        heard.set(heard.get().max(epoch));
+                    }
+                });
+            });
+        });
+        Self { input, furthest, told: 0 }
+    }
+
+    fn tell(&mut self, epoch: u64) {
+        if epoch > self.told {
+            self.told = epoch;
+            self.input.send(epoch);
+            self.input.flush();
+        }
+    }
+
+    fn furthest(&self) -> u64 {
+        self.furthest.get()
+    }
+}
+
+/// Feeds this worker's share of the audio topic until the stop flag is set (or, with
+/// `stop_when_idle`, until the topic is read to its end and quiet), then processes, writes and
+/// commits what it read.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn drive_from_kafka(
+    worker: &mut Worker,
+    inputs: Inputs<'_>,
+    probe: &ProbeHandle<u64>,
+    durable: &ProbeHandle<u64>,
+    state: &Rc<RefCell<WorkerState>>,
+    source: &KafkaSource,
+    placement: &Placement,
+    epoch_us: i64,
+    idle_after: Duration,
+    stop: &AtomicBool,
+) {
+    let Inputs { chunks: input, registry } = inputs;
+    let index = worker.index();
+    let mut gossip = EpochGossip::new(worker);
+    let settings = ConsumerSettings {
+        brokers: source.brokers.clone(),
+        topic: source.topic.clone(),
+        dlq_topic: source.dlq_topic.clone(),
+        group_id: source.group_id.clone(),
+        worker_index: worker.index(),
+        workers: worker.peers(),
+    };
+    let connected = ChunkConsumer::connect(settings)
+        .and_then(|consumer| Ok((consumer, RegistryConsumer::connect(&source.brokers, &source.registry_topic)?)));
+    let (mut consumer, mut registry_consumer) = match connected {
+        Ok(connected) => connected,
+        Err(error) => {
+            state.borrow_mut().report.sink_errors.push(error.to_string());
+            return;
+        }
+    };
+    // This worker's machines' registry entries, as last entered into the collection.
+    let mut entries: HashMap<MachineId, String> = HashMap::new();
+    // Offsets read per input epoch, committed once every sink has made that epoch durable.
+    let mut uncommitted: BTreeMap<u64, BTreeMap<i32, i64>> = BTreeMap::new();
+    let mut clock = InputClock::new(KAFKA_PENDING_CHUNKS, idle_after, Instant::now());
+    let mut caught_up = false;
+    loop {
+        if let Some(registry_consumer) = &mut registry_consumer {
+            let (changes, refused) = registry_consumer.poll();
+            state.borrow_mut().report.skipped.extend(refused);
+            for change in changes {
+                enter_registry_change(registry, &mut entries, change, |id| placement.worker_of(id) == index as u64);
+            }
+        }
+        let allowed = input.time().saturating_sub(EPOCHS_IN_FLIGHT);
+        if probe.less_than(&allowed) {
+            // The monitors are behind: read nothing more until they catch up.
+            worker.step_or_park(Some(BACKPRESSURE_PARK));
+        } else {
+            let polled = consumer.poll(KAFKA_POLL_WAIT, KAFKA_POLL_RECORDS);
+            caught_up = polled.caught_up;
+            let now = Instant::now();
+            {
+                let mut state = state.borrow_mut();
+                for line in polled.rejected {
+                    tracing::warn!(worker = index, "dead letter: {line}");
+                    state.report.dead_letters += 1;
+                    state.report.skipped.push(line);
+                }
+                state.report.chunks_read += polled.chunks.len() as u64;
+            }
+            // The offsets of this poll are committed with the latest epoch its chunks enter.
+            let mut poll_epoch = *input.time();
+            for chunk in polled.chunks {
+                let epoch = epoch_of(chunk.capture_start_us, epoch_us);
+                let partition = match &chunk.origin {
+                    ChunkOrigin::Kafka { partition, .. } => Some(*partition),
+                    _ => None,
+                };
+                poll_epoch = poll_epoch.max(epoch);
+                clock.admit(epoch, partition, chunk, *input.time(), now);
+            }
+            if !polled.positions.is_empty() {
+                uncommitted.entry(poll_epoch).or_default().extend(polled.positions);
+            }
+            let behind = consumer.partitions_behind();
+            let release = clock.release(&Observation {
+                current: *input.time(),
+                caught_up,
+                behind: &behind,
+                peers_epoch: gossip.furthest(),
+                now,
+            });
+            for (epoch, chunks) in release.send {
+                send_at(input, epoch, chunks);
+            }
+            if let Some(target) = release.advance_to {
+                input.advance_to(target);
+            }
+            gossip.tell(*input.time());
+            registry.advance_to(*input.time());
+            registry.flush();
+            worker.step();
+        }
+        commit_durable(&consumer, durable, &mut uncommitted, state);
+        if stop.load(Ordering::Relaxed) {
+            if index == 0 {
+                tracing::warn!("stopping on a signal: processing, writing and committing what was read");
+            }
+            break;
+        }
+        if caught_up && source.stop_when_idle.is_some_and(|idle| clock.quiet_for(Instant::now()) >= idle) {
+            break;
+        }
+    }
+    // Stopping: what was read and held back goes in, in epoch order; every epoch finishes;
+    // once everything is durable (other workers stop too, or this waits for them), the rest
+    // is committed.
+    for (epoch, chunks) in clock.drain() {
+        send_at(input, epoch, chunks);
+    }
+    input.advance_to(u64::MAX);
+    registry.advance_to(u64::MAX);
+    registry.flush();
+    while durable.less_than(&u64::MAX) && state.borrow().report.sink_errors.is_empty() {
+        worker.step_or_park(Some(BACKPRESSURE_PARK));
+    }
+    commit_durable(&consumer, durable, &mut uncommitted, state);
+}
+
+/// Enters one registry change of a machine this worker owns as updates of the collection.
+fn enter_registry_change(
+    registry: &mut RegistryInput,
+    entries: &mut HashMap<MachineId, String>,
+    change: RegistryChange,
+    owned: impl Fn(&MachineId) -> bool,
+) {
+    let (machine_id, new) = match change {
+        RegistryChange::Upsert(machine_id, entry) => (machine_id, Some(entry.to_json())),
+        RegistryChange::Delete(machine_id) => (machine_id, None),
+    };
+    if !owned(&machine_id) || entries.get(&machine_id) == new.as_ref() {
+        return;
+    }
+    match &new {
+        Some(entry) => {
+            tracing::info!(machine_id = %machine_id, entry = %entry, "registry entry in effect from the next window")
+        }
+        None => tracing::info!(machine_id = %machine_id, "registry entry deleted"),
+    }
+    if let Some(old) = entries.remove(&machine_id) {
+        registry.update((machine_id.clone(), old), -1);
+    }
+    if let Some(new) = new {
+        registry.update((machine_id.clone(), new.clone()), 1);
+        entries.insert(machine_id, new);
+    }
+}
+
+/// Commits the offsets of the epochs that every sink has made durable; with checkpoints, only
+/// up to the last checkpoint boundary that is durable everywhere, recorded first in the
+/// worker's checkpoint folder. Nothing is committed after a sink error.
+fn commit_durable(
+    consumer: &ChunkConsumer,
+    durable: &ProbeHandle<u64>,
+    uncommitted: &mut BTreeMap<u64, BTreeMap<i32, i64>>,
+    state: &Rc<RefCell<WorkerState>>,
+) {
+    let mut state = state.borrow_mut();
+    if !state.report.sink_errors.is_empty() {
+        return;
+    }
+    // Epochs up to `last` may be committed.
+    // `None`: everything is durable (the inputs are at their end).
+    let frontier = durable.with_frontier(|frontier| frontier.first().copied()).filter(|epoch| *epoch < u64::MAX);
+    let last = match (&mut state.checkpoints, frontier) {
+        (None, Some(frontier)) => frontier.checked_sub(1),
+        (None, None) => Some(u64::MAX),
+        (Some(checkpoints), frontier) => {
+            let (last, covered_until_us) = match frontier {
+                Some(frontier) => {
+                    let spans = frontier / checkpoints.every_epochs;
+                    let last = (spans * checkpoints.every_epochs).checked_sub(1);
+                    (last, last.map(|last| checkpoints.covered_until_us(last)))
+                }
+                // Everything is durable, this worker's last checkpoint included.
+                None => (Some(u64::MAX), checkpoints.written_until_us),
+            };
+            if let Some(covered_until_us) = covered_until_us.filter(|c| Some(*c) > checkpoints.marked_until_us) {
+                if let Err(error) = checkpoints.store.mark_committed(covered_until_us) {
+                    state.report.sink_errors.push(error.to_string());
+                    return;
+                }
+                checkpoints.marked_until_us = Some(covered_until_us);
+                if let Some((after_us, peers)) =
+                    checkpoints.remove_stale.filter(|(after, _)| covered_until_us >= *after)
+                {
+                    checkpoints.remove_stale = None;
+                    if let Err(error) = checkpoints.store.remove_workers_from(peers) {
+                        tracing::warn!(
+                            "cannot remove the checkpoints of earlier workers (after {after_us} µs): {error}"
+                        );
+                    }
+                }
+            }
+            last
+        }
+    };
+    let Some(last) = last else { return };
+    let mut positions = BTreeMap::new();
+    while let Some(entry) = uncommitted.first_entry() {
+        if *entry.key() > last {
+            break;
+        }
+        positions.extend(entry.remove());
+    }
+    if positions.is_empty() {
+        return;
+    }
+    match consumer.commit(&positions) {
+        Ok(()) => state.report.committed_offsets.extend(positions),
+        Err(error) => state.report.sink_errors.push(format!("cannot commit offsets {positions:?}: {error}")),
+    }
+}
