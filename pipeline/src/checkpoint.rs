@@ -71,14 +71,14 @@ pub fn settings_fingerprint(config: &Config) -> String {
     let features = &config.features;
     let model = &config.model;
     format!(
-        "{FEATURE_VERSION} n_fft={} hop={} n_mels={} fmin={} fmax={:?} window_frames={} pool_decay={} model_bands={}",
+        "{FEATURE_VERSION} n_fft={} hop={} n_mels={} fmin={} fmax={:?} window_frames={} span_windows={} model_bands={}",
         features.n_fft,
         features.hop_length,
         features.n_mels,
         features.fmin_hz,
         features.fmax_hz,
         model.window_frames,
-        model.pool_decay,
+        model.span_windows,
         model.model_bands
     )
 }

@@ -63,22 +63,25 @@ impl FeatureConfig {
     }
 }
 
+/// Most windows a scored span may hold.
+pub const MAX_SPAN_WINDOWS: u32 = 64;
+
 /// The per-machine normal profile and its threshold.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelConfig {
     /// Seconds of a machine's first audio that teach it what normal is: 5 minutes make about
-    /// 150 windows, enough for the profile's 128 features and a threshold from held-out scores.
+    /// 150 windows and as many overlapping spans to learn from and calibrate on.
     pub learning_s: f64,
-    /// Frames per scored window; 64 frames of hop 512 at 16 kHz is 2.05 s: long enough for a
-    /// stable pooled level of intermittent sounds (a valve cycles in about a second), short
-    /// enough that an alert (2 of 3 windows) opens within about 6 s.
+    /// Frames per window, the step at which the stream scores and archives; 64 frames of hop
+    /// 512 at 16 kHz is 2.05 s.
     pub window_frames: u32,
-    /// Rank-weight decay of the time-weighted pooled level (1 is the mean, near 0 the
-    /// maximum); 0.9 puts half the weight on a window's 7 loudest frames.
-    pub pool_decay: f64,
-    /// Most groups of neighbouring mel bands the model sees (128 mels become 64 pairs), which
-    /// keeps the covariance learnable from minutes of audio and the state small.
+    /// Windows per scored span: each window is scored on the statistics of the span of the
+    /// last `span_windows` windows of continuous audio (4: 8.2 s). On real recordings a longer
+    /// integration separates faults from normal sound much better (see BENCHMARKS.md); the
+    /// price is that a span needs that much audio after a gap before it is scored.
+    pub span_windows: u32,
+    /// Most groups of neighbouring mel bands the model sees (128 mels become 64 pairs).
     pub model_bands: usize,
     /// Target share of normal windows over the warning threshold (1 in 1,000).
     pub false_alarm_rate: f64,
@@ -87,11 +90,9 @@ pub struct ModelConfig {
     /// Standard deviation added (as variance) to every model feature, dB, so that a band that
     /// never moved while learning cannot make any later change look infinitely anomalous.
     pub min_std_db: f64,
-    /// Most learning windows kept to calibrate the threshold (bounds memory per machine).
+    /// Most learning spans kept to calibrate the threshold and find the directions of coherent
+    /// variation (bounds memory per machine); they are held out in contiguous folds.
     pub calibration_windows_max: usize,
-    /// Calibration scores each learning window without itself and this many neighbours on
-    /// either side (neighbouring windows are alike; 2 holds out about 5 s).
-    pub calibration_holdout_radius: usize,
     /// Whether the profile keeps following slow changes of normal sound after learning.
     pub adapt: bool,
     /// Windows over which adaptation forgets (an exponential memory of about an hour of 2 s windows).
@@ -108,13 +109,12 @@ impl Default for ModelConfig {
         Self {
             learning_s: 300.0,
             window_frames: 64,
-            pool_decay: 0.9,
+            span_windows: 4,
             model_bands: 64,
             false_alarm_rate: 1e-3,
             alarm_false_alarm_rate: 1e-5,
             min_std_db: 0.25,
             calibration_windows_max: 64,
-            calibration_holdout_radius: 2,
             adapt: true,
             adapt_span_windows: 1800.0,
             adapt_below_fraction: 0.8,
@@ -273,8 +273,8 @@ impl Config {
         if model.window_frames == 0 {
             return invalid("model.window_frames", "0".to_owned(), "must be at least 1");
         }
-        if !(model.pool_decay > 0.0 && model.pool_decay <= 1.0) {
-            return invalid("model.pool_decay", model.pool_decay.to_string(), "must be in (0, 1]");
+        if model.span_windows == 0 || model.span_windows > MAX_SPAN_WINDOWS {
+            return invalid("model.span_windows", model.span_windows.to_string(), "must be 1 to 64");
         }
         if model.model_bands == 0 {
             return invalid("model.model_bands", "0".to_owned(), "must be at least 1");

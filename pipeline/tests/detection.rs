@@ -103,7 +103,7 @@ fn slow_drift_is_followed_while_a_sudden_change_of_the_same_size_alerts() {
     let (learning_s, drift_s) = (config.model.learning_s, 3_600.0);
     let total_s = (learning_s + drift_s) as usize + 180;
     let tone_hz = 2_500.0;
-    let (quiet_db, final_db) = (-90.0, -40.0);
+    let (quiet_db, final_db) = (-90.0, -30.0);
     let level_at = |t: f64| quiet_db + (final_db - quiet_db) * ((t - learning_s) / drift_s).clamp(0.0, 1.0);
 
     let (drift_events, drifted) =

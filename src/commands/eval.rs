@@ -29,9 +29,15 @@ pub struct EvalArgs {
     /// Show the deviating bands of each anomalous test clip.
     #[arg(long)]
     pub explain: bool,
-    /// Frames per scored window.
+    /// Frames per window.
     #[arg(long)]
     pub window_frames: Option<u32>,
+    /// Windows per scored span (`model.span_windows`).
+    #[arg(long)]
+    pub span_windows: Option<u32>,
+    /// Target share of normal spans over the warning threshold (`model.false_alarm_rate`).
+    #[arg(long, value_name = "RATE")]
+    pub false_alarm_rate: Option<f64>,
     /// K-fold cross-validation (K >= 2) of an unsplit (MIMII-layout) corpus: each fold tests
     /// n/K of a machine's n normal clips (sorted by path) and every anomalous clip.
     #[arg(long, value_name = "K")]
@@ -45,6 +51,13 @@ fn fmt(value: Option<f64>) -> String {
 pub fn execute(args: EvalArgs, mut config: Config) -> Result<()> {
     if let Some(frames) = args.window_frames {
         config.model.window_frames = frames;
+    }
+    if let Some(windows) = args.span_windows {
+        config.model.span_windows = windows;
+    }
+    if let Some(rate) = args.false_alarm_rate {
+        config.model.false_alarm_rate = rate;
+        config.model.alarm_false_alarm_rate = config.model.alarm_false_alarm_rate.min(rate);
     }
     config.validate()?;
     let corpus = discover_labelled(&args.dir)?;

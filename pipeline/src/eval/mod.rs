@@ -210,11 +210,19 @@ fn evaluate_machine(machine: &MachineClips, config: &Config) -> Result<MachineRe
             Ok(out) => {
                 let scores: Vec<f64> = out.windows.iter().filter_map(|window| window.score).collect();
                 let Some(score) = metrics::mean(&scores) else {
-                    skipped.push(format!("{}: shorter than one window", path.display()));
+                    skipped.push(format!(
+                        "{}: shorter than one span ({} windows of {} frames)",
+                        path.display(),
+                        config.model.span_windows,
+                        config.model.window_frames
+                    ));
                     continue;
                 };
-                let mut tracker = AlertTracker::new(config.alerts.clone());
-                let flagged = scores.iter().any(|&s| tracker.observe(s, warning, alarm).is_some());
+                // Flagged: the clip's score is over the warning threshold (a 10 s clip holds one
+                // span), or the stream's alert logic opens an alert on its spans.
+                let mut tracker = AlertTracker::new(config.alerts.clone(), config.model.span_windows as usize);
+                let alert = scores.iter().any(|&s| tracker.observe(s, warning, alarm).is_some());
+                let flagged = score > warning || alert;
                 let top_bands = out
                     .windows
                     .iter()

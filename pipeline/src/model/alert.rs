@@ -1,9 +1,12 @@
 //! The alert state machine: hysteresis so one loud window does not page anybody.
 //!
-//! An alert opens when `k` of the last `n` windows are over a level's threshold, escalates
+//! An alert opens when `k` of the last `n` spans are over a level's threshold, escalates
 //! from warning to alarm when `k` of the last `n` are over the alarm threshold, and closes
-//! after `m` windows in a row below the warning threshold. The state is a few integers per
-//! machine, so it is cheap to keep and to checkpoint.
+//! after `m` windows in a row below the warning threshold. The `n` spans counted are the ones
+//! that do not overlap: every `stride`-th window back from the newest, where `stride` is the
+//! windows per span. Overlapping spans share their audio, so one loud moment raises several
+//! in a row; counting them as separate evidence would let a single click open an alert. The
+//! state is a few flags per machine, so it is cheap to keep and to checkpoint.
 
 use crate::config::AlertConfig;
 use auscult_schemas::{AlertLevel, AlertState, EventKind};
@@ -22,23 +25,36 @@ pub struct AlertTracker {
     /// From the run's configuration (not checkpointed: a restart may change it).
     #[serde(skip)]
     config: AlertConfig,
-    /// For each of the last `n` windows: over warning, over alarm.
+    /// Windows between the spans counted (the windows per span).
+    #[serde(skip)]
+    stride: usize,
+    /// For each of the last `(n - 1) * stride + 1` windows: over warning, over alarm.
     recent: VecDeque<(bool, bool)>,
     state: AlertState,
     windows_below: usize,
 }
 
 impl AlertTracker {
-    pub fn new(config: AlertConfig) -> Self {
-        Self { recent: VecDeque::with_capacity(config.open_n), config, state: AlertState::Normal, windows_below: 0 }
+    /// A tracker counting every `stride`-th window (1: every window).
+    pub fn new(config: AlertConfig, stride: usize) -> Self {
+        let stride = stride.max(1);
+        let mut tracker = Self { recent: VecDeque::new(), config, stride, state: AlertState::Normal, windows_below: 0 };
+        tracker.recent.reserve(tracker.history());
+        tracker
+    }
+
+    /// Windows of history the open rule looks at.
+    fn history(&self) -> usize {
+        (self.config.open_n.max(1) - 1) * self.stride + 1
     }
 
     /// Takes the configuration of this run (after a restore from a checkpoint).
-    pub fn configure(&mut self, config: AlertConfig) {
-        while self.recent.len() > config.open_n {
+    pub fn configure(&mut self, config: AlertConfig, stride: usize) {
+        self.config = config;
+        self.stride = stride.max(1);
+        while self.recent.len() > self.history() {
             self.recent.pop_front();
         }
-        self.config = config;
     }
 
     /// The state after the last window.
@@ -50,12 +66,13 @@ impl AlertTracker {
     pub fn observe(&mut self, score: f64, warning_threshold: f64, alarm_threshold: f64) -> Option<AlertTransition> {
         let over_warning = score > warning_threshold;
         let over_alarm = score > alarm_threshold;
-        if self.recent.len() == self.config.open_n {
+        if self.recent.len() == self.history() {
             self.recent.pop_front();
         }
         self.recent.push_back((over_warning, over_alarm));
-        let warnings = self.recent.iter().filter(|(warning, _)| *warning).count();
-        let alarms = self.recent.iter().filter(|(_, alarm)| *alarm).count();
+        let counted = || self.recent.iter().rev().step_by(self.stride);
+        let warnings = counted().filter(|(warning, _)| *warning).count();
+        let alarms = counted().filter(|(_, alarm)| *alarm).count();
         let k = self.config.open_k;
         match self.state {
             AlertState::Normal if warnings >= k => {
@@ -96,7 +113,11 @@ mod tests {
     use super::*;
 
     fn run(scores: &[f64]) -> Vec<(usize, EventKind, AlertLevel)> {
-        let mut tracker = AlertTracker::new(AlertConfig::default());
+        run_with_stride(scores, 1)
+    }
+
+    fn run_with_stride(scores: &[f64], stride: usize) -> Vec<(usize, EventKind, AlertLevel)> {
+        let mut tracker = AlertTracker::new(AlertConfig::default(), stride);
         scores
             .iter()
             .enumerate()
@@ -137,6 +158,18 @@ mod tests {
         assert_eq!(
             events,
             vec![(1, EventKind::Opened, AlertLevel::Warning), (7, EventKind::Closed, AlertLevel::Warning)]
+        );
+    }
+
+    #[test]
+    fn overlapping_spans_count_once_and_spans_a_stride_apart_open() {
+        // A loud moment raises four overlapping spans in a row: one piece of evidence.
+        assert!(run_with_stride(&[0.5, 2.0, 2.0, 2.0, 2.0, 0.5, 0.5, 0.5, 0.5, 0.5], 4).is_empty());
+        // Over the threshold at windows 1 and 5, a span apart: two pieces of evidence.
+        let scores = [0.5, 2.0, 0.5, 0.5, 0.5, 2.0, 0.5, 0.5, 0.5];
+        assert_eq!(
+            run_with_stride(&scores, 4),
+            vec![(5, EventKind::Opened, AlertLevel::Warning), (8, EventKind::Closed, AlertLevel::Warning)]
         );
     }
 }

@@ -5,9 +5,11 @@
 //! the same type directly, so both score identically.
 
 pub mod alert;
-pub mod covariance;
+
 pub mod monitor;
 pub mod profile;
+pub mod span;
+pub mod subspace;
 pub mod threshold;
 pub mod window;
 

@@ -4,17 +4,17 @@
 //! number is a replay and is dropped; a jump is a gap after which the STFT and the window
 //! restart cleanly; a lower number with a later capture time is a producer that restarted its
 //! numbering, handled as a gap), decodes, extracts log-mel frames, pools them into windows, learns the
-//! normal profile from the first `learning_s` seconds, then scores every window, runs the
-//! alert state machine, explains each alert by its most deviating bands and, while all is
+//! normal profile from the spans of its first `learning_s` seconds, then scores every window
+//! by the span of the last `span_windows` windows ending with it, runs the alert state machine, explains each alert by its most deviating bands and, while all is
 //! quiet, lets the profile follow slow drift. Its memory is bounded and reported by
 //! [`MachineMonitor::heap_bytes`]. [`MachineMonitor::snapshot`] and [`MachineMonitor::restore`]
 //! carry it over a restart of the pipeline (see `crate::checkpoint`).
 
 use super::alert::AlertTracker;
-use super::covariance::CoMoments;
-use super::profile::{CalibrationSample, NormalProfile};
+use super::profile::{CalibrationSample, LearningMoments, NormalProfile};
+use super::span::SpanPool;
 use super::threshold::calibrate;
-use super::window::{BandGroups, WindowAccumulator, WindowFeatures};
+use super::window::{BandGroups, WindowAccumulator, WindowFeatures, STATISTICS};
 use crate::config::Config;
 use crate::dsp::{decode_to_mono, ChannelSelection, DecodeError, ExtractorState, FeatureError, LogMelExtractor};
 use auscult_schemas::event::event_id;
@@ -26,8 +26,17 @@ use auscult_schemas::{
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 
-/// Fewest learning windows a threshold is calibrated from, whatever `learning_s` says.
-pub const MIN_LEARNING_WINDOWS: u64 = 8;
+/// Fewest learning spans that share no audio with a calibration fold, whatever `learning_s` says.
+pub const MIN_LEARNING_SPANS: u64 = 8;
+
+/// Fewest spans of one continuous stretch that learning takes: enough that each of the five
+/// calibration folds still learns from `MIN_LEARNING_SPANS` spans sharing no audio with it
+/// (a fold is a fifth of them, and the `span_windows - 1` spans on either side overlap it).
+pub fn min_learning_spans(span_windows: u32) -> u64 {
+    MIN_LEARNING_SPANS + 4 * u64::from(span_windows.saturating_sub(1))
+}
+/// How far span positions jump at a gap in the audio: spans of different stretches never overlap.
+const GAP_POSITIONS: u64 = 1 << 20;
 
 /// Why a chunk was not used. The caller adds where the chunk came from.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -58,7 +67,10 @@ pub struct MonitorStats {
     pub duplicates: u64,
     pub gaps: u64,
     pub windows_learned: u64,
+    /// Windows after learning (those without a full span yet, after a gap, have no score).
     pub windows_scored: u64,
+    /// Windows after learning that had no full span to be scored on.
+    pub windows_unscored: u64,
     pub windows_adapted: u64,
     pub alerts_opened: u64,
     /// Alert events not emitted because the registry mutes the machine.
@@ -68,7 +80,7 @@ pub struct MonitorStats {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum Phase {
     Learning {
-        moments: CoMoments,
+        moments: LearningMoments,
         sample: CalibrationSample,
     },
     Scoring {
@@ -102,6 +114,8 @@ pub struct MonitorSnapshot<'a> {
     next_sequence: Option<u64>,
     last_capture_us: Option<TimestampUs>,
     window: Cow<'a, WindowAccumulator>,
+    span: Cow<'a, SpanPool>,
+    span_position: u64,
     window_origin: Cow<'a, str>,
     phase: Cow<'a, Phase>,
     learned_audio_s: f64,
@@ -128,6 +142,11 @@ pub struct MachineMonitor {
     /// Capture time of the last chunk taken: tells a replay from a producer's new numbering.
     last_capture_us: Option<TimestampUs>,
     window: WindowAccumulator,
+    /// The windows the next score is computed on.
+    span: SpanPool,
+    /// The index of the last window in the machine's audio, jumping at gaps (see
+    /// [`CalibrationSample::offer`]).
+    span_position: u64,
     groups: BandGroups,
     explain_every_window: bool,
     /// Where the audio of the window being filled started.
@@ -156,16 +175,18 @@ impl MachineMonitor {
             segment_start_us: 0,
             next_sequence: None,
             last_capture_us: None,
-            window: WindowAccumulator::new(config.features.n_mels, config.model.window_frames, config.model.pool_decay),
+            window: WindowAccumulator::new(config.features.n_mels, config.model.window_frames),
+            span: SpanPool::new(config.model.span_windows),
+            span_position: 0,
             groups,
             explain_every_window: false,
             window_origin: String::new(),
             phase: Phase::Learning {
-                moments: CoMoments::new(dimensions),
+                moments: LearningMoments::new(dimensions),
                 sample: CalibrationSample::new(config.model.calibration_windows_max),
             },
             learned_audio_s: 0.0,
-            alert: AlertTracker::new(config.alerts.clone()),
+            alert: AlertTracker::new(config.alerts.clone(), config.model.span_windows as usize),
             stats: MonitorStats::default(),
             last_alert_bands: Vec::new(),
             samples: Vec::new(),
@@ -215,6 +236,8 @@ impl MachineMonitor {
             next_sequence: self.next_sequence,
             last_capture_us: self.last_capture_us,
             window: Cow::Borrowed(&self.window),
+            span: Cow::Borrowed(&self.span),
+            span_position: self.span_position,
             window_origin: Cow::Borrowed(&self.window_origin),
             phase: Cow::Borrowed(&self.phase),
             learned_audio_s: self.learned_audio_s,
@@ -241,6 +264,14 @@ impl MachineMonitor {
                 monitor.window.shape()
             )));
         }
+        let span = snapshot.span.into_owned();
+        if span.span_windows() != monitor.span.span_windows() {
+            return Err(misfit(format!(
+                "its spans are {} windows, this run's {}",
+                span.span_windows(),
+                monitor.span.span_windows()
+            )));
+        }
         let phase = snapshot.phase.into_owned();
         let dimensions = match &phase {
             Phase::Learning { moments, .. } => moments.dimensions(),
@@ -262,11 +293,13 @@ impl MachineMonitor {
         monitor.next_sequence = snapshot.next_sequence;
         monitor.last_capture_us = snapshot.last_capture_us;
         monitor.window = window;
+        monitor.span = span;
+        monitor.span_position = snapshot.span_position;
         monitor.window_origin = snapshot.window_origin.into_owned();
         monitor.phase = phase;
         monitor.learned_audio_s = snapshot.learned_audio_s;
         monitor.alert = snapshot.alert.into_owned();
-        monitor.alert.configure(config.alerts.clone());
+        monitor.alert.configure(config.alerts.clone(), config.model.span_windows as usize);
         monitor.stats = snapshot.stats;
         monitor.last_alert_bands = snapshot.last_alert_bands.into_owned();
         Ok(monitor)
@@ -331,14 +364,17 @@ impl MachineMonitor {
                 profile.heap_bytes() + calibration_scores.capacity() * 8
             }
         };
-        extractor + phase + self.window.heap_bytes() + self.samples.capacity() * 4 + self.features.capacity() * 8
+        extractor
+            + phase
+            + self.window.heap_bytes()
+            + self.span.heap_bytes()
+            + self.samples.capacity() * 4
+            + self.features.capacity() * 8
     }
 
     /// Ends learning now (if it has not ended) and calibrates the thresholds from what was
     /// learned; `auscult eval` calls this after a machine's training clips. Returns whether the
-    /// machine is now scoring: it needs at least two learned windows, and a covariance that
-    /// can be factored (the variance floor makes that certain for finite audio; otherwise it
-    /// keeps learning).
+    /// machine is now scoring: it needs at least two learned spans (otherwise it keeps learning).
     pub fn finish_learning(&mut self) -> bool {
         if let Phase::Learning { moments, sample } = &self.phase {
             if moments.count() < 2 {
@@ -346,10 +382,10 @@ impl MachineMonitor {
             }
             let model = &self.config.model;
             let floor = model.min_std_db * model.min_std_db;
-            let Ok(profile) = NormalProfile::from_moments(moments, floor) else {
+            let overlap = u64::from(model.span_windows.saturating_sub(1));
+            let Some((profile, scores)) = NormalProfile::learn(moments, sample, floor, overlap) else {
                 return false;
             };
-            let scores = sample.held_out_scores(moments, floor, model.calibration_holdout_radius);
             let (warning_threshold, alarm_threshold) = thresholds(
                 &scores,
                 model.false_alarm_rate,
@@ -422,6 +458,8 @@ impl MachineMonitor {
         if !continuous {
             extractor.reset();
             self.window.reset();
+            self.span.reset();
+            self.span_position += GAP_POSITIONS;
             self.segment_start_us = chunk.capture_start_us;
         }
         let origin = chunk.origin.to_string();
@@ -453,7 +491,11 @@ impl MachineMonitor {
         let end_sample = (features.first_frame + u64::from(features.frame_count) - 1) * hop + settings.n_fft as u64;
         let window_start_us = self.segment_start_us + to_us(first_sample);
         let window_end_us = self.segment_start_us + to_us(end_sample);
-        features.model_vector(&self.groups, &mut self.features);
+        self.span_position += 1;
+        let span_full = self.span.push(&features);
+        if span_full {
+            self.span.model_vector(&self.groups, &mut self.features);
+        }
         let mut record = WindowRecord {
             machine_id: self.machine_id.clone(),
             machine_type: self.machine_type.clone(),
@@ -473,13 +515,21 @@ impl MachineMonitor {
         let mut explanation = Vec::new();
         match &mut self.phase {
             Phase::Learning { moments, sample } => {
-                moments.add(&self.features);
-                sample.offer(&self.features);
+                if span_full {
+                    moments.add(&self.features);
+                    sample.offer(self.span_position, &self.features);
+                }
                 self.stats.windows_learned += 1;
                 self.learned_audio_s += f64::from(features.frame_count) * hop as f64 / rate as f64;
-                if self.learned_audio_s >= model.learning_s && moments.count() >= MIN_LEARNING_WINDOWS {
+                if self.learned_audio_s >= model.learning_s && moments.count() >= min_learning_spans(model.span_windows)
+                {
                     self.finish_learning();
                 }
+            }
+            Phase::Scoring { .. } if !span_full => {
+                self.stats.windows_scored += 1;
+                self.stats.windows_unscored += 1;
+                record.profile_state = ProfileState::Scoring;
             }
             Phase::Scoring { profile, warning_threshold, alarm_threshold, .. } => {
                 let score = profile.score(&self.features);
@@ -552,7 +602,8 @@ fn thresholds(
     (warning, alarm.max(warning))
 }
 
-/// The band groups whose level (mean or pooled) deviates most from the profile, largest first.
+/// The band groups whose level (mean, spread or maximum) deviates most from the profile,
+/// largest first.
 fn top_bands(
     profile: &NormalProfile,
     vector: &[f64],
@@ -561,11 +612,13 @@ fn top_bands(
     count: usize,
 ) -> Vec<BandDeviation> {
     let group_count = groups.count();
+    let residuals = profile.deviations(vector);
     let mut deviations: Vec<(usize, f64)> = (0..group_count)
         .map(|group| {
-            let mean = profile.z_score(group, vector[group]);
-            let pooled = profile.z_score(group_count + group, vector[group_count + group]);
-            (group, if pooled.abs() > mean.abs() { pooled } else { mean })
+            let deviation = (0..STATISTICS.len())
+                .map(|statistic| residuals[statistic * group_count + group])
+                .fold(0.0f64, |largest, z| if z.abs() > largest.abs() { z } else { largest });
+            (group, deviation)
         })
         .collect();
     deviations.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()).then(a.0.cmp(&b.0)));

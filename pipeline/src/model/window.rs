@@ -1,17 +1,15 @@
-//! Pooling frames into windows: the unit that is scored, archived and alerted on.
+//! Pooling frames into windows: the step at which the stream scores, archives and alerts.
 //!
-//! A window is `window_frames` consecutive log-mel frames. Per band it yields the mean and
-//! standard deviation (dB, kept in the archive) and a time-weighted pooled level: the band's
-//! values sorted from loudest to quietest and averaged with weights `decay^rank` (global
-//! weighted rank pooling, as TWFR-GMM in DCASE 2022 uses). The mean describes the steady
-//! spectrum; the pooled level leans towards the loud moments, so intermittent sounds (clicks,
-//! rubs, a valve's strokes) that an average would dilute still move it.
+//! A window is `window_frames` consecutive log-mel frames. Per band it yields three level
+//! statistics, the classic descriptors of condition monitoring: the mean (the steady
+//! spectrum), the standard deviation (how much the band fluctuates) and the maximum (the
+//! loudest moment: a click, a rub, a valve's stroke that an average dilutes). All three merge
+//! exactly over consecutive windows (see `span`), so a longer span costs no re-reading of frames.
 //!
 //! The model does not see all bands: neighbouring mel bands are averaged in groups
-//! ([`WindowFeatures::model_vector`]) so that the profile's covariance has few enough
-//! dimensions to be learned from minutes of audio.
+//! ([`BandGroups`]) so that a span is a few hundred numbers.
 
-/// The pooled features of one finished window.
+/// The statistics of one finished window.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WindowFeatures {
     /// Index of the window's first frame in its continuous segment.
@@ -19,10 +17,10 @@ pub struct WindowFeatures {
     pub frame_count: u32,
     /// Per-band mean, dB.
     pub mean_db: Vec<f32>,
-    /// Per-band standard deviation over the window's frames, dB.
+    /// Per-band (population) standard deviation over the window's frames, dB.
     pub std_db: Vec<f32>,
-    /// Per-band time-weighted pooled level (loudest first, weights `decay^rank`), dB.
-    pub pooled_db: Vec<f32>,
+    /// Per-band maximum over the window's frames, dB.
+    pub max_db: Vec<f32>,
 }
 
 /// How mel bands are grouped into model features.
@@ -31,6 +29,9 @@ pub struct BandGroups {
     n_mels: usize,
     group_size: usize,
 }
+
+/// The statistics a span gives each band group, in the order of the model vector.
+pub const STATISTICS: [&str; 3] = ["mean", "std", "max"];
 
 impl BandGroups {
     /// Groups `n_mels` bands into at most `max_groups` groups of equal width (the last may
@@ -50,58 +51,47 @@ impl BandGroups {
         start..(start + self.group_size).min(self.n_mels)
     }
 
-    /// Model features per window: a mean and a pooled level per group.
+    /// Model features per span: each statistic of each group.
     pub fn dimensions(&self) -> usize {
-        2 * self.count()
+        STATISTICS.len() * self.count()
     }
-}
 
-impl WindowFeatures {
-    /// The model's view of the window: each group's mean level, then each group's pooled level.
-    pub fn model_vector(&self, groups: &BandGroups, out: &mut Vec<f64>) {
+    /// The model's view of per-band statistics: each group's average of `per_band[k]`, for
+    /// each statistic `k` in the order of [`STATISTICS`].
+    pub fn model_vector(&self, per_band: [&[f64]; 3], out: &mut Vec<f64>) {
         out.clear();
-        for values in [&self.mean_db, &self.pooled_db] {
-            for group in 0..groups.count() {
-                let bands = groups.bands(group);
+        for values in per_band {
+            for group in 0..self.count() {
+                let bands = self.bands(group);
                 let width = bands.len() as f64;
-                out.push(values[bands].iter().map(|&v| f64::from(v)).sum::<f64>() / width);
+                out.push(values[bands].iter().sum::<f64>() / width);
             }
         }
     }
 }
 
-/// Accumulates frames until a window is complete.
+/// Accumulates frames until a window is complete: per band, running sums and the maximum.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct WindowAccumulator {
     n_mels: usize,
     window_frames: u32,
     frames: u32,
     first_frame: u64,
-    /// The window's frames so far, frame-major.
-    values: Vec<f32>,
-    /// Normalised rank weights, loudest first.
-    weights: Vec<f64>,
-    /// Scratch of pooling (not checkpointed).
-    #[serde(skip)]
-    column: Vec<f32>,
-    #[serde(skip)]
-    keys: Vec<u32>,
+    sum: Vec<f64>,
+    sum_squares: Vec<f64>,
+    max: Vec<f32>,
 }
 
 impl WindowAccumulator {
-    pub fn new(n_mels: usize, window_frames: u32, pool_decay: f64) -> Self {
-        let window_frames = window_frames.max(1);
-        let raw: Vec<f64> = (0..window_frames).map(|rank| pool_decay.powi(rank as i32)).collect();
-        let total: f64 = raw.iter().sum();
+    pub fn new(n_mels: usize, window_frames: u32) -> Self {
         Self {
             n_mels,
-            window_frames,
+            window_frames: window_frames.max(1),
             frames: 0,
             first_frame: 0,
-            values: Vec::with_capacity(n_mels * window_frames as usize),
-            weights: raw.iter().map(|w| w / total).collect(),
-            column: Vec::with_capacity(window_frames as usize),
-            keys: Vec::with_capacity(window_frames as usize),
+            sum: vec![0.0; n_mels],
+            sum_squares: vec![0.0; n_mels],
+            max: vec![f32::NEG_INFINITY; n_mels],
         }
     }
 
@@ -113,7 +103,9 @@ impl WindowAccumulator {
     /// Drops a partial window (after a gap in the audio).
     pub fn reset(&mut self) {
         self.frames = 0;
-        self.values.clear();
+        self.sum.iter_mut().for_each(|v| *v = 0.0);
+        self.sum_squares.iter_mut().for_each(|v| *v = 0.0);
+        self.max.iter_mut().for_each(|v| *v = f32::NEG_INFINITY);
     }
 
     /// Whether no frame of the next window has arrived yet.
@@ -126,59 +118,43 @@ impl WindowAccumulator {
         if self.frames == 0 {
             self.first_frame = frame_index;
         }
-        self.values.extend_from_slice(&frame_db[..self.n_mels]);
+        for (band, &value) in frame_db[..self.n_mels].iter().enumerate() {
+            let value64 = f64::from(value);
+            self.sum[band] += value64;
+            self.sum_squares[band] += value64 * value64;
+            self.max[band] = self.max[band].max(value);
+        }
         self.frames += 1;
         if self.frames < self.window_frames {
             return None;
         }
-        let window = self.pool();
+        let count = f64::from(self.frames);
+        let mean_db: Vec<f32> = self.sum.iter().map(|sum| (sum / count) as f32).collect();
+        let std_db = self
+            .sum
+            .iter()
+            .zip(&self.sum_squares)
+            .map(|(sum, squares)| {
+                let mean = sum / count;
+                (squares / count - mean * mean).max(0.0).sqrt() as f32
+            })
+            .collect();
+        let window = WindowFeatures {
+            first_frame: self.first_frame,
+            frame_count: self.frames,
+            mean_db,
+            std_db,
+            max_db: self.max.clone(),
+        };
         self.reset();
         Some(window)
     }
 
-    fn pool(&mut self) -> WindowFeatures {
-        let count = f64::from(self.frames);
-        let mut mean_db = Vec::with_capacity(self.n_mels);
-        let mut std_db = Vec::with_capacity(self.n_mels);
-        let mut pooled_db = Vec::with_capacity(self.n_mels);
-        for band in 0..self.n_mels {
-            self.column.clear();
-            self.column.extend(self.values.iter().skip(band).step_by(self.n_mels));
-            let mean = self.column.iter().map(|&v| f64::from(v)).sum::<f64>() / count;
-            let variance = self.column.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / count;
-            // Sorting integer keys of the same order is several times faster than comparing floats.
-            self.keys.clear();
-            self.keys.extend(self.column.iter().map(|&v| order_key(v)));
-            self.keys.sort_unstable();
-            let pooled: f64 =
-                self.keys.iter().rev().zip(&self.weights).map(|(&key, w)| f64::from(from_order_key(key)) * w).sum();
-            mean_db.push(mean as f32);
-            std_db.push(variance.sqrt() as f32);
-            pooled_db.push(pooled as f32);
-        }
-        WindowFeatures { first_frame: self.first_frame, frame_count: self.frames, mean_db, std_db, pooled_db }
-    }
-
     /// Bytes of heap this accumulator holds.
     pub fn heap_bytes(&self) -> usize {
-        (self.values.capacity() + self.column.capacity() + self.keys.capacity()) * std::mem::size_of::<f32>()
-            + self.weights.capacity() * std::mem::size_of::<f64>()
+        (self.sum.capacity() + self.sum_squares.capacity()) * std::mem::size_of::<f64>()
+            + self.max.capacity() * std::mem::size_of::<f32>()
     }
-}
-
-/// A `u32` that orders as the float does (IEEE 754 total order: flip all bits of negatives,
-/// the sign bit of the rest).
-fn order_key(value: f32) -> u32 {
-    let bits = value.to_bits();
-    if bits >> 31 == 1 {
-        !bits
-    } else {
-        bits | 0x8000_0000
-    }
-}
-
-fn from_order_key(key: u32) -> f32 {
-    f32::from_bits(if key >> 31 == 1 { key & 0x7fff_ffff } else { !key })
 }
 
 #[cfg(test)]
@@ -186,8 +162,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_window_reports_mean_population_std_and_rank_pooled_level_per_band() {
-        let mut accumulator = WindowAccumulator::new(2, 4, 0.5);
+    fn a_window_reports_mean_population_std_and_maximum_per_band() {
+        let mut accumulator = WindowAccumulator::new(2, 4);
         let frames = [[1.0, 10.0], [3.0, 10.0], [1.0, 10.0], [3.0, 10.0]];
         let mut done = None;
         for (index, frame) in frames.iter().enumerate() {
@@ -198,31 +174,10 @@ mod tests {
         assert_eq!(window.first_frame, 7);
         assert_eq!(window.mean_db, vec![2.0, 10.0]);
         assert_eq!(window.std_db, vec![1.0, 0.0]);
-        // Sorted 3, 3, 1, 1 with weights 8, 4, 2, 1 over 15.
-        let expected = (3.0 * 12.0 + 1.0 * 3.0) / 15.0;
-        assert!((window.pooled_db[0] - expected as f32).abs() < 1e-6);
-        assert!((window.pooled_db[1] - 10.0).abs() < 1e-6);
-    }
-
-    #[test]
-    fn decay_one_pools_to_the_mean_and_a_small_decay_to_the_maximum() {
-        let frames: Vec<[f32; 1]> = (0..8).map(|i| [i as f32]).collect();
-        for (decay, expected) in [(1.0, 3.5), (1e-9, 7.0)] {
-            let mut accumulator = WindowAccumulator::new(1, 8, decay);
-            let window = frames.iter().enumerate().find_map(|(i, f)| accumulator.push(i as u64, f)).unwrap();
-            assert!((window.pooled_db[0] - expected).abs() < 1e-5, "decay {decay}: {}", window.pooled_db[0]);
-        }
-    }
-
-    #[test]
-    fn order_keys_sort_as_the_floats_do_and_map_back() {
-        let values = [-1e-10f32, 3.5, -120.0, 0.0, -0.0, 1e30, -1e30, 7.25e-5];
-        let mut by_key = values.to_vec();
-        by_key.sort_by_key(|&v| order_key(v));
-        let mut by_value = values.to_vec();
-        by_value.sort_by(f32::total_cmp);
-        assert_eq!(by_key, by_value);
-        assert!(values.iter().all(|&v| from_order_key(order_key(v)).to_bits() == v.to_bits()));
+        assert_eq!(window.max_db, vec![3.0, 10.0]);
+        // The next window starts afresh.
+        let next = (0..4).find_map(|i| accumulator.push(11 + i, &[-5.0, 0.0])).unwrap();
+        assert_eq!((next.first_frame, next.max_db.clone(), next.std_db.clone()), (11, vec![-5.0, 0.0], vec![0.0, 0.0]));
     }
 
     #[test]
@@ -230,16 +185,13 @@ mod tests {
         let groups = BandGroups::new(5, 2);
         assert_eq!(groups.count(), 2);
         assert_eq!(groups.bands(1), 3..5);
-        let window = WindowFeatures {
-            first_frame: 0,
-            frame_count: 1,
-            mean_db: vec![1.0, 2.0, 3.0, 4.0, 6.0],
-            std_db: vec![0.0; 5],
-            pooled_db: vec![2.0, 2.0, 2.0, 8.0, 8.0],
-        };
+        assert_eq!(groups.dimensions(), 6);
+        let mean = [1.0, 2.0, 3.0, 4.0, 6.0];
+        let std = [0.0; 5];
+        let max = [2.0, 2.0, 2.0, 8.0, 8.0];
         let mut vector = Vec::new();
-        window.model_vector(&groups, &mut vector);
-        assert_eq!(vector, vec![2.0, 5.0, 2.0, 8.0]);
+        groups.model_vector([&mean, &std, &max], &mut vector);
+        assert_eq!(vector, vec![2.0, 5.0, 0.0, 0.0, 2.0, 8.0]);
         assert_eq!(BandGroups::new(64, 64).count(), 64);
         assert_eq!(BandGroups::new(128, 64).bands(63), 126..128);
     }
