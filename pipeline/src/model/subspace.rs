@@ -106,11 +106,12 @@ impl Subspace {
         self.directions.len()
     }
 
-    /// The subspace of rank `rank` of standardised spans `rows`; `floor_share[i]` is the
-    /// variance floor's share of feature `i`'s profile variance, which the residual keeps.
-    fn fit(rows: &[Vec<f64>], rank: usize, floor_share: &[f64]) -> Self {
-        let principal = Principal::of(rows, rank);
-        let mut subspace = Self { directions: principal.directions, residual_scale: vec![0.0; floor_share.len()] };
+    /// The subspace of the first `rank` directions of `principal`, the principal directions of
+    /// standardised spans `rows`; `floor_share[i]` is the variance floor's share of feature
+    /// `i`'s profile variance, which the residual keeps.
+    fn fit(principal: &Principal, rank: usize, rows: &[Vec<f64>], floor_share: &[f64]) -> Self {
+        let directions = principal.directions.iter().take(rank).cloned().collect();
+        let mut subspace = Self { directions, residual_scale: vec![0.0; floor_share.len()] };
         let mut residual = Vec::new();
         for row in rows {
             subspace.residual(row, &mut residual);
@@ -232,7 +233,7 @@ pub fn choose(
                 likelihood[rank] = f64::NEG_INFINITY;
                 continue;
             }
-            let subspace = Subspace::fit(&rows, rank, &shares);
+            let subspace = Subspace::fit(&principal, rank, &rows, &shares);
             for index in range.clone() {
                 standard.standardise(&spans[index], &mut z);
                 likelihood[rank] += principal.log_likelihood(&z, rank);
@@ -250,7 +251,7 @@ pub fn choose(
         })
         .collect();
     let held_out = held_out[best].iter().zip(&scored).filter(|(_, &s)| s).map(|(&h, _)| h).collect();
-    (Subspace::fit(&rows, best, &all.floor_shares()), held_out)
+    (Subspace::fit(&Principal::of(&rows, best), best, &rows, &all.floor_shares()), held_out)
 }
 
 /// Eigenvalues (largest first) and unit eigenvectors of a symmetric `n` x `n` matrix (row
