@@ -22,6 +22,11 @@ TANSU="$TOOLS/bin/tansu"
 die() { echo "broker.sh: $*" >&2; exit 1; }
 
 install() {
+    # One install at a time: test binaries that start at once all wait here for the first,
+    # then find its tansu (an unlocked second build would delete the first one's target dir).
+    mkdir -p "$TOOLS"
+    exec 9>"$TOOLS/install.lock"
+    flock 9
     if [[ -x "$TANSU" ]] && "$TANSU" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
         echo "broker.sh: reusing $TANSU" >&2
     else
@@ -31,6 +36,7 @@ install() {
             --features dynostore,libsql --root "$TOOLS" >&2
         rm -rf "$TOOLS/target"
     fi
+    flock -u 9
     echo "$TANSU"
 }
 
