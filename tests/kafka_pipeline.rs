@@ -49,12 +49,20 @@ fn produce_malformed(broker: &Broker) -> usize {
     good.extend([0u8; 3200]);
     let mut wrong_version = good.clone();
     wrong_version[4] = 9;
+    // Float samples, one of them NaN: refused at the boundary, no state made for fan-99.
+    let mut float_header = br#"{"machine_id":"fan-99","machine_type":"fan","sequence":0,"capture_start_us":0,"sample_rate_hz":16000,"channels":1,"sample_format":"f32le"}"#.to_vec();
+    let mut not_finite = b"AUSC".to_vec();
+    not_finite.extend(1u16.to_le_bytes());
+    not_finite.extend((float_header.len() as u32).to_le_bytes());
+    not_finite.append(&mut float_header);
+    not_finite.extend([0.25f32, f32::NAN, 0.5].iter().flat_map(|v| v.to_le_bytes()));
     let records: Vec<(Option<&[u8]>, Vec<u8>)> = vec![
         (Some(b"fan-99".as_slice()), b"this is not audio".to_vec()),
         (Some(b"fan-99".as_slice()), wrong_version),
         (None, good.clone()),
         (Some(b"pump-42".as_slice()), good.clone()),
         (Some(b"fan-99".as_slice()), good[..good.len() - 1].to_vec()),
+        (Some(b"fan-99".as_slice()), not_finite),
     ];
     let count = records.len();
     for (key, value) in &records {
@@ -118,7 +126,9 @@ fn agents_to_anomaly_topic_with_dead_letters_and_archive() {
     let letters = broker.consume("auscult.audio.dlq", malformed, Duration::from_secs(30));
     assert_eq!(letters.len(), malformed);
     let reasons: Vec<&str> = letters.iter().map(|letter| letter.header("auscult-error").unwrap_or("")).collect();
-    for expected in ["not an auscult chunk", "version 9", "no key", "not its machine id", "frames"] {
+    for expected in
+        ["not an auscult chunk", "version 9", "no key", "not its machine id", "frames", "not a finite number"]
+    {
         assert!(
             reasons.iter().any(|reason| reason.contains(expected)),
             "no dead letter says '{expected}': {reasons:?}"

@@ -149,6 +149,8 @@ pub enum ChunkError {
     RaggedPayload { bytes: usize, frame_bytes: usize },
     #[error("payload is empty")]
     EmptyPayload,
+    #[error("sample {index} is not a finite number (float samples must be finite)")]
+    NonFiniteSample { index: usize },
 }
 
 impl AudioChunk {
@@ -242,7 +244,20 @@ impl AudioChunk {
             origin,
         };
         chunk.validate()?;
+        chunk.check_finite()?;
         Ok(chunk)
+    }
+
+    /// Float samples must be finite: a NaN or an infinity is refused where the chunk enters.
+    fn check_finite(&self) -> Result<(), ChunkError> {
+        if self.sample_format != SampleFormat::F32le {
+            return Ok(());
+        }
+        let bad = self
+            .payload
+            .chunks_exact(4)
+            .position(|bytes| !f32::from_le_bytes(bytes.try_into().expect("chunks of 4 bytes")).is_finite());
+        bad.map_or(Ok(()), |index| Err(ChunkError::NonFiniteSample { index }))
     }
 }
 
@@ -285,6 +300,14 @@ mod tests {
         let good = chunk(vec![0; 64]).encode();
         let origin = || ChunkOrigin::Simulator { seed: 0 };
         assert_eq!(AudioChunk::decode(b"RIFF....WAVE", origin()), Err(ChunkError::BadMagic));
+        let mut float = chunk(Vec::new());
+        float.sample_format = SampleFormat::F32le;
+        float.payload = [0.5f32, -0.25, f32::NAN, 1.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(AudioChunk::decode(&float.encode(), origin()), Err(ChunkError::NonFiniteSample { index: 2 }));
+        float.payload = [0.5f32, f32::INFINITY].iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(AudioChunk::decode(&float.encode(), origin()), Err(ChunkError::NonFiniteSample { index: 1 }));
+        float.payload = [0.5f32, -1.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert!(AudioChunk::decode(&float.encode(), origin()).is_ok());
         let mut old = good.clone();
         old[4] = 9;
         assert_eq!(AudioChunk::decode(&old, origin()), Err(ChunkError::UnsupportedVersion { found: 9 }));
