@@ -18,6 +18,8 @@ pub struct RunTotals {
     pub alerts_opened: u64,
     pub events_written: u64,
     pub dead_letters: u64,
+    /// Chunks of machines refused by `stream.max_machines`.
+    pub chunks_refused: u64,
     /// Machines that continued from a checkpoint, and checkpoint files written.
     pub machines_restored: usize,
     pub checkpoints_written: u64,
@@ -52,6 +54,7 @@ impl RunTotals {
             alerts_opened: machines.iter().map(|m| m.alerts_opened).sum(),
             events_written: reports.iter().map(|r| r.events_written).sum(),
             dead_letters: reports.iter().map(|r| r.dead_letters).sum(),
+            chunks_refused: reports.iter().map(|r| r.chunks_refused).sum(),
             machines_restored: reports.iter().map(|r| r.machines_restored).sum(),
             checkpoints_written: reports.iter().map(|r| r.checkpoints_written).sum(),
             fleet: reports.iter().flat_map(|r| r.fleet.iter().cloned()).collect(),
@@ -140,6 +143,13 @@ pub fn print_run_summary(out: &mut impl Write, totals: &RunTotals, archive: Opti
             out,
             "dead letters: {} record(s) of the audio topic were not chunks (listed below)",
             totals.dead_letters
+        )?;
+    }
+    if totals.chunks_refused > 0 {
+        writeln!(
+            out,
+            "refused: {} chunk(s) of machines beyond stream.max_machines (the first of each worker listed below)",
+            totals.chunks_refused
         )?;
     }
     if !totals.skipped.is_empty() {

@@ -191,3 +191,25 @@ print(json.dumps({
     assert!(report["duck_max_score"].as_f64().unwrap() >= max_event_score);
     assert!(report["alert_windows"].as_u64().unwrap() > 0);
 }
+
+#[test]
+fn max_machines_bounds_the_whole_run_not_each_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("auscult.toml");
+    std::fs::write(&config, "[stream]\nmax_machines = 4\n").unwrap();
+    let summary_path = dir.path().join("summary.json");
+    run_ok(
+        auscult()
+            .arg("--config")
+            .arg(&config)
+            .args(["run", "--simulate", "8", "--duration", "20", "-w", "2", "--events", "-", "--summary-json"])
+            .arg(&summary_path),
+    );
+    let summary = read_json(&summary_path);
+    let totals = &summary["totals"];
+    assert_eq!(totals["machines"].as_array().unwrap().len(), 4, "{totals}");
+    // Four machines of 20 chunks each were refused, counted, and named.
+    assert_eq!(totals["chunks_refused"], 80, "{totals}");
+    let skipped = totals["skipped"].as_array().unwrap();
+    assert!(skipped.iter().any(|line| line.as_str().unwrap().contains("at most 4 machines")), "{skipped:?}");
+}

@@ -60,6 +60,8 @@ use timely::worker::Worker;
 const EPOCHS_IN_FLIGHT: u64 = 2;
 /// Most latency samples a worker keeps.
 const MAX_LATENCY_SAMPLES: usize = 1_000_000;
+/// Most lines a worker writes about chunks refused for `stream.max_machines` (the rest are counted).
+const MAX_REFUSED_LINES: u64 = 20;
 
 /// Everything one run needs.
 #[derive(Clone)]
@@ -136,6 +138,9 @@ pub struct WorkerReport {
     pub events_written: u64,
     /// Records of the audio topic sent to the dead-letter topic.
     pub dead_letters: u64,
+    /// Chunks of machines refused because the run keeps state for `stream.max_machines` already
+    /// (the first `MAX_REFUSED_LINES` are also in `skipped`).
+    pub chunks_refused: u64,
     /// Live sources: milliseconds from the capture of each scored window's last sample to its
     /// score (at most `MAX_LATENCY_SAMPLES`; summarised, not serialised).
     #[serde(skip)]
@@ -220,6 +225,8 @@ struct WorkerState {
     /// Whether to record how long after capture each window is scored (live sources only:
     /// their capture times are wall-clock times).
     measure_latency: bool,
+    /// Workers in the run (every process's).
+    peers: usize,
     checkpoints: Option<WorkerCheckpoints>,
 }
 
@@ -291,6 +298,7 @@ fn run_worker(worker: &mut Worker, plan: &RunPlan) -> WorkerReport {
     let state = Rc::new(RefCell::new(WorkerState::default()));
     state.borrow_mut().report.worker = index;
     state.borrow_mut().measure_latency = matches!(plan.source, SourcePlan::Kafka(_));
+    state.borrow_mut().peers = peers;
     let placement = Arc::new(plan.source.placement(peers));
     // The boundary at which this worker's first checkpoint is due (with checkpoints).
     let mut first_boundary = None;
@@ -726,16 +734,21 @@ fn monitor_epoch(
     chunks.sort_by(|a, b| {
         (&a.machine_id, a.capture_start_us, a.sequence).cmp(&(&b.machine_id, b.capture_start_us, b.sequence))
     });
-    let WorkerState { monitors, report, registry, fleet_status, measure_latency, .. } = state;
+    let WorkerState { monitors, report, registry, fleet_status, measure_latency, peers, .. } = state;
     let touched: BTreeSet<MachineId> = chunks.iter().map(|chunk| chunk.machine_id.clone()).collect();
     let mut made = MonitorOutput::default();
     for chunk in chunks {
         if !monitors.contains_key(&chunk.machine_id) {
-            if monitors.len() >= config.stream.max_machines {
-                report.skipped.push(format!(
-                    "{}: machine {} refused: this run already keeps state for {} machines (stream.max_machines)",
-                    chunk.origin, chunk.machine_id, config.stream.max_machines
-                ));
+            // The run's bound, shared evenly by its workers (each owns the machines it keeps).
+            let share = config.stream.max_machines.div_ceil(*peers).max(1);
+            if monitors.len() >= share {
+                report.chunks_refused += 1;
+                if report.chunks_refused <= MAX_REFUSED_LINES {
+                    report.skipped.push(format!(
+                        "{}: machine {} refused: this run keeps state for at most {} machines (stream.max_machines), {share} on each of its {peers} workers",
+                        chunk.origin, chunk.machine_id, config.stream.max_machines
+                    ));
+                }
                 continue;
             }
             let mut monitor = MachineMonitor::new(chunk.machine_id.clone(), chunk.machine_type.clone(), config);
