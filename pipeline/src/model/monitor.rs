@@ -3,10 +3,11 @@
 //! A monitor is created on a machine's first chunk. It checks order (a repeated sequence
 //! number is a replay and is dropped; a jump is a gap after which the STFT and the window
 //! restart cleanly; a lower number with a later capture time is a producer that restarted its
-//! numbering, handled as a gap), decodes, extracts log-mel frames, pools them into windows, learns the
-//! normal profile from the spans of its first `learning_s` seconds, then scores every window
-//! by the span of the last `span_windows` windows ending with it, runs the alert state machine, explains each alert by its most deviating bands and, while all is
-//! quiet, lets the profile follow slow drift. Its memory is bounded and reported by
+//! numbering, handled as a gap), decodes, extracts log-mel frames, pools them into windows,
+//! learns the normal profile from the spans of its first `learning_s` seconds, then scores
+//! every window by the span of the last `span_windows` windows ending with it, runs the alert
+//! state machine, explains each alert by its most deviating bands and, while all is quiet,
+//! lets the profile follow slow drift. Its memory is bounded and reported by
 //! [`MachineMonitor::heap_bytes`]. [`MachineMonitor::snapshot`] and [`MachineMonitor::restore`]
 //! carry it over a restart of the pipeline (see `crate::checkpoint`).
 
@@ -35,6 +36,7 @@ pub const MIN_LEARNING_SPANS: u64 = 8;
 pub fn min_learning_spans(span_windows: u32) -> u64 {
     MIN_LEARNING_SPANS + 4 * u64::from(span_windows.saturating_sub(1))
 }
+
 /// How far span positions jump at a gap in the audio: spans of different stretches never overlap.
 const GAP_POSITIONS: u64 = 1 << 20;
 
