@@ -55,9 +55,20 @@ fn main() {
         .with_target(false)
         .init();
     if let Err(error) = dispatch(cli) {
+        // A reader that went away (`auscult features ... -o - | head`) ends the program
+        // quietly, as Unix tools do.
+        if is_broken_pipe(&error) {
+            return;
+        }
         eprintln!("auscult: {error:#}");
         std::process::exit(1);
     }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn dispatch(cli: Cli) -> Result<()> {

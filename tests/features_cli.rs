@@ -88,3 +88,28 @@ fn a_channel_that_does_not_exist_is_a_one_line_error() {
     assert!(stderr.contains("00000000.wav") && stderr.contains("channel 3"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_the_program_quietly() {
+    use std::io::Read;
+    let clip = common::mimii().join("fan/id_00/normal/00000000.wav");
+    if !clip.exists() {
+        eprintln!("skipped: {} is missing", clip.display());
+        return;
+    }
+    let mut child = auscult()
+        .args(["features", "--format", "csv", "-o", "-"])
+        .arg(&clip)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read one line's worth, then close the pipe as `head` does.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut start = [0u8; 64];
+    stdout.read_exact(&mut start).unwrap();
+    drop(stdout);
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", output.status);
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "", "a closed pipe is not an error to report");
+}

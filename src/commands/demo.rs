@@ -57,7 +57,7 @@ pub fn execute(args: DemoArgs, config: Config) -> Result<()> {
     );
     for spec in &machines {
         if let Some((fault, onset_s)) = &spec.fault {
-            println!("  {} will develop {fault:?} at {onset_s:.0} s", spec.machine_id);
+            println!("  {} will develop {fault} at {onset_s:.0} s", spec.machine_id);
         }
     }
     let plan = RunPlan {
@@ -77,12 +77,14 @@ pub fn execute(args: DemoArgs, config: Config) -> Result<()> {
     print_run_summary(&mut std::io::stdout(), &totals, Some(&archive_dir))?;
     write_summary_json(&out.join("summary.json"), &reports, &totals)?;
     println!("\nanomaly events (JSON Lines): {}", events_path.display());
-    println!("query the archive with DuckDB:");
-    println!(
-        "  duckdb -c \"SELECT machine_type, machine_id, count(*) AS windows, max(score) AS max_score, \
+    let query = format!(
+        "SELECT machine_type, machine_id, count(*) AS windows, max(score) AS max_score, \
          count(*) FILTER (WHERE alert_state <> 'normal') AS alert_windows \
-         FROM read_parquet('{}/**/*.parquet', hive_partitioning = true) GROUP BY ALL ORDER BY machine_id\"",
+         FROM read_parquet('{}/**/*.parquet', hive_partitioning = true) GROUP BY ALL ORDER BY machine_id",
         archive_dir.display()
     );
+    println!("query the archive with DuckDB, from its command-line tool or from Python (pip install duckdb):");
+    println!("  duckdb -c \"{query}\"");
+    println!("  python3 -c \"import duckdb; duckdb.sql(\\\"{query}\\\").show()\"");
     Ok(())
 }

@@ -44,6 +44,14 @@ pub fn execute(args: SimulateArgs) -> Result<()> {
         ..CorpusSpec::default()
     };
     let summary = write_corpus(&args.out, &spec)?;
-    eprintln!("{summary:?}");
+    eprintln!(
+        "{}: {} WAV files of {} machines ({} anomalous), {:.0} s of audio, {} clipped samples",
+        args.out.display(),
+        summary.files,
+        summary.machines,
+        summary.anomalous_files,
+        summary.audio_s,
+        summary.clipped_samples
+    );
     Ok(())
 }
