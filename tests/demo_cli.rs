@@ -25,3 +25,19 @@ fn the_demo_speaks_plainly_and_its_python_query_line_runs() {
         assert!(table.contains(machine), "{machine} missing from:\n{table}");
     }
 }
+
+#[test]
+fn without_out_the_demo_writes_to_a_new_folder_in_tmpdir_and_says_where() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = || {
+        let output = run_ok(auscult().args(["demo", "--machines", "4", "--duration", "310"]).env("TMPDIR", tmp.path()));
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        let line = stdout.lines().find(|line| line.starts_with("auscult demo: writing to ")).expect("it says where");
+        std::path::PathBuf::from(line.trim_start_matches("auscult demo: writing to "))
+    };
+    let (first, second) = (run(), run());
+    assert_ne!(first, second, "each run gets its own folder");
+    for folder in [&first, &second] {
+        assert!(folder.starts_with(tmp.path()) && folder.join("events.jsonl").exists(), "{}", folder.display());
+    }
+}

@@ -28,17 +28,24 @@ pub struct DemoArgs {
     /// Simulator seed.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
-    /// Where the events and the archive go (default: auscult-demo in the system's temp folder).
+    /// Where the events and the archive go (default: a new auscult-demo-N folder in the
+    /// system's temp folder, `$TMPDIR` or /tmp).
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
 
 pub fn execute(args: DemoArgs, config: Config) -> Result<()> {
-    let out = args.out.unwrap_or_else(|| std::env::temp_dir().join("auscult-demo"));
-    if out.exists() {
-        std::fs::remove_dir_all(&out).with_context(|| format!("cannot clear {}", out.display()))?;
-    }
-    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let out = match args.out {
+        Some(out) => {
+            if out.exists() {
+                std::fs::remove_dir_all(&out).with_context(|| format!("cannot clear {}", out.display()))?;
+            }
+            std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+            out
+        }
+        None => fresh_folder(&std::env::temp_dir())?,
+    };
+    println!("auscult demo: writing to {}", out.display());
     let events_path = out.join("events.jsonl");
     let archive_dir = out.join("archive");
     let fleet_spec = FleetSpec {
@@ -87,4 +94,17 @@ pub fn execute(args: DemoArgs, config: Config) -> Result<()> {
     println!("  duckdb -c \"{query}\"");
     println!("  python3 -c \"import duckdb; duckdb.sql(\\\"{query}\\\").show()\"");
     Ok(())
+}
+
+/// A new folder `auscult-demo-N` under `parent` (the first N not taken).
+fn fresh_folder(parent: &std::path::Path) -> Result<PathBuf> {
+    for n in 1..=10_000u32 {
+        let candidate = parent.join(format!("auscult-demo-{n}"));
+        match std::fs::create_dir(&candidate) {
+            Ok(()) => return Ok(candidate),
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(error) => return Err(error).with_context(|| format!("cannot create {}", candidate.display())),
+        }
+    }
+    anyhow::bail!("{}: 10,000 auscult-demo folders already exist; give --out", parent.display())
 }
