@@ -677,6 +677,26 @@ def fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+def print_wall_times(
+    results: dict, features_s: float, warm_up_s: float, auscult_s: float | None, folds: int | None
+) -> None:
+    """The wall-time table: features once, then each method's fit+score (per fold too, with folds)."""
+    over = f", {folds} folds" if folds else ""
+    print("| method | wall s |")
+    print("|---|---:|")
+    print(f"| librosa warm-up (first call only, not in the rows below) | {warm_up_s:.2f} |")
+    print(f"| features (librosa log-mel, every clip once{' for all folds' if folds else ''}) | {features_s:.2f} |")
+    for name, result in results.items():
+        print(f"| {name} fit+score{over} | {result.seconds:.2f} |")
+    if folds:
+        for name, result in results.items():
+            print(f"| {name} fit+score per fold (mean) | {result.seconds / folds:.2f} |")
+    for name, result in results.items():
+        print(f"| {name} total (features + fit+score{over}) | {features_s + result.seconds:.2f} |")
+    if auscult_s is not None:
+        print(f"| auscult eval (end to end, given) | {auscult_s:.2f} |")
+
+
 def print_tables(
     machines: list[Machine],
     results: dict[str, MethodResult],
@@ -716,16 +736,7 @@ def print_tables(
             cells += [fmt(mean([metrics[c].get(k, {}).get(metric) for k in keys])) for metric in ("auc", "pauc")]
         print(f"| {label} | {len(keys)} | " + " | ".join(cells) + " |")
     print()
-    print("| method | wall s |")
-    print("|---|---:|")
-    print(f"| librosa warm-up (first call only, not in the rows below) | {warm_up_s:.2f} |")
-    print(f"| features (librosa log-mel, every clip once) | {features_s:.2f} |")
-    for name, result in results.items():
-        print(f"| {name} fit+score | {result.seconds:.2f} |")
-    for name, result in results.items():
-        print(f"| {name} total (features + fit+score) | {features_s + result.seconds:.2f} |")
-    if auscult_s is not None:
-        print(f"| auscult eval (end to end, given) | {auscult_s:.2f} |")
+    print_wall_times(results, features_s, warm_up_s, auscult_s, folds=None)
 
 
 def write_json(path: Path, results: dict[str, MethodResult], features_s: float, warm_up_s: float) -> None:
@@ -861,18 +872,7 @@ def print_fold_tables(
             cells += [fmt(overall[c]["auc_per_fold"][f]), fmt(overall[c]["pauc_per_fold"][f])]
         print(f"| {f} | " + " | ".join(cells) + " |")
     print()
-    print("| method | wall s |")
-    print("|---|---:|")
-    print(f"| librosa warm-up (first call only, not in the rows below) | {warm_up_s:.2f} |")
-    print(f"| features (librosa log-mel, every clip once for all folds) | {features_s:.2f} |")
-    for name, result in results.items():
-        print(f"| {name} fit+score, {folds} folds | {result.seconds:.2f} |")
-    for name, result in results.items():
-        print(f"| {name} fit+score per fold (mean) | {result.seconds / folds:.2f} |")
-    for name, result in results.items():
-        print(f"| {name} total (features + fit+score, {folds} folds) | {features_s + result.seconds:.2f} |")
-    if auscult_s is not None:
-        print(f"| auscult eval (end to end, given) | {auscult_s:.2f} |")
+    print_wall_times(results, features_s, warm_up_s, auscult_s, folds=folds)
 
 
 def write_fold_json(
