@@ -269,6 +269,18 @@ def id_key(machine_type: str, machine_id: str) -> tuple[str, str]:
     return machine_type, machine_id[len(prefix):] if machine_id.startswith(prefix) else machine_id
 
 
+def machine_from_row(row: dict, fold: int | None = None) -> Machine:
+    """One row of `auscult eval --json`: its machine, split and auscult's AUC / pAUC."""
+    return Machine(
+        str(row["machine_type"]),
+        str(row["machine_id"]),
+        [Path(p) for p in row.get("train_files", [])],
+        [(Path(c["path"]), bool(c["anomalous"])) for c in row.get("clips", [])],
+        {"auc": row.get("auc"), "pauc": row.get("pauc")},
+        fold=fold,
+    )
+
+
 def apply_auscult_split(machines: list[Machine], document: dict, source: Path) -> list[Machine]:
     """Machines in auscult's JSON take its split and metrics; the others keep their own."""
     rows = document.get("rows")
@@ -278,13 +290,7 @@ def apply_auscult_split(machines: list[Machine], document: dict, source: Path) -
     own = set(by_key)
     for row in rows:
         machine_type, machine_id = str(row["machine_type"]), str(row["machine_id"])
-        machine = Machine(
-            machine_type,
-            machine_id,
-            [Path(p) for p in row.get("train_files", [])],
-            [(Path(c["path"]), bool(c["anomalous"])) for c in row.get("clips", [])],
-            {"auc": row.get("auc"), "pauc": row.get("pauc")},
-        )
+        machine = machine_from_row(row)
         key = id_key(machine_type, machine_id)
         if key not in by_key:
             note(f"{source}: machine {machine_id} is not in the corpus folder; evaluated from the JSON's paths")
@@ -338,14 +344,7 @@ def apply_auscult_folds(splits: list[list[Machine]], document: dict, source: Pat
             raise SystemExit(f"{source}: two rows for machine {machine_id} fold {k}")
         seen.add((*key, k))
         from_json.add(key)
-        machine = Machine(
-            machine_type,
-            machine_id,
-            [Path(p) for p in row.get("train_files", [])],
-            [(Path(c["path"]), bool(c["anomalous"])) for c in row.get("clips", [])],
-            {"auc": row.get("auc"), "pauc": row.get("pauc")},
-            fold=k,
-        )
+        machine = machine_from_row(row, fold=k)
         mine = by_key[k].get(key)
         if mine is None:
             note(f"{source}: machine {machine_id} is not in the corpus folder; evaluated from the JSON's paths")
