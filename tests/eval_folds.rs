@@ -162,3 +162,25 @@ fn a_fold_count_that_does_not_fit_is_refused_naming_the_machine() {
     let stderr = eval_fails(&corpus, &["--folds", "1"]);
     assert!(stderr.contains("--folds 1: at least 2 folds are needed"), "{stderr}");
 }
+
+/// The goals of the detection issue, on the real clips: they guard against a change that helps
+/// the simulator and hurts real audio. A clip is flagged when its score is over the warning
+/// threshold (a 10 s clip is one span, too short for the alert rule's three).
+#[test]
+fn real_mimii_folds_meet_the_detection_goals_at_the_calibrated_threshold() {
+    let Some(corpus) = mimii_or_skip() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let document = eval_folds(&corpus, 2, &dir.path().join("goals.json"));
+    let mean = |metric: &str| document["mean"][metric].as_f64().unwrap_or_else(|| panic!("mean {metric}"));
+    assert!(mean("auc") >= 0.80, "mean AUC {}", mean("auc"));
+    assert!(mean("pauc") >= 0.75, "mean pAUC {}", mean("pauc"));
+    assert!(mean("recall") >= 0.30, "recall {} at the warning threshold", mean("recall"));
+    assert!(mean("false_alarm_rate") <= 0.10, "{} of normal clips flagged", mean("false_alarm_rate"));
+    for row in document["rows"].as_array().unwrap() {
+        let threshold = row["threshold"].as_f64().unwrap();
+        for clip in row["clips"].as_array().unwrap() {
+            let over = clip["score"].as_f64().unwrap() > threshold;
+            assert_eq!(clip["flagged"].as_bool().unwrap(), over, "{}: flag and score disagree", clip["path"]);
+        }
+    }
+}

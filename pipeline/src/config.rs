@@ -83,9 +83,11 @@ pub struct ModelConfig {
     pub span_windows: u32,
     /// Most groups of neighbouring mel bands the model sees (128 mels become 64 pairs).
     pub model_bands: usize,
-    /// Target share of normal windows over the warning threshold (1 in 1,000).
+    /// Target rate of false warning alerts: the share of normal windows at which the alert
+    /// rule opens one (1 in 1,000, about one an hour of normal sound). The threshold is the
+    /// per-span quantile that gives this rate under the `open_k` of `open_n` rule (1 span in 54).
     pub false_alarm_rate: f64,
-    /// Target share of normal windows over the alarm threshold (1 in 100,000).
+    /// Target rate of false alarms, as `false_alarm_rate` (1 in 100,000 windows).
     pub alarm_false_alarm_rate: f64,
     /// Standard deviation added (as variance) to every model feature, dB, so that a band that
     /// never moved while learning cannot make any later change look infinitely anomalous.
@@ -97,8 +99,10 @@ pub struct ModelConfig {
     pub adapt: bool,
     /// Windows over which adaptation forgets (an exponential memory of about an hour of 2 s windows).
     pub adapt_span_windows: f64,
-    /// Only windows scoring below this fraction of the warning threshold adapt the profile
-    /// (normal windows score about half the threshold; near it, a window may be a fault starting).
+    /// Only windows scoring below this fraction of the warning threshold adapt the profile (1:
+    /// every window not over it while no alert is open). The threshold sits where about 1 normal
+    /// span in 54 crosses it, so a lower fraction refuses many normal spans and drift outruns
+    /// the profile.
     pub adapt_below_fraction: f64,
     /// Bands named in each alert's explanation.
     pub top_bands: usize,
@@ -117,7 +121,7 @@ impl Default for ModelConfig {
             calibration_windows_max: 64,
             adapt: true,
             adapt_span_windows: 1800.0,
-            adapt_below_fraction: 0.8,
+            adapt_below_fraction: 1.0,
             top_bands: 3,
         }
     }

@@ -35,7 +35,7 @@ pub struct EvalArgs {
     /// Windows per scored span (`model.span_windows`).
     #[arg(long)]
     pub span_windows: Option<u32>,
-    /// Target share of normal spans over the warning threshold (`model.false_alarm_rate`).
+    /// Target rate of false warning alerts per normal window (`model.false_alarm_rate`).
     #[arg(long, value_name = "RATE")]
     pub false_alarm_rate: Option<f64>,
     /// K-fold cross-validation (K >= 2) of an unsplit (MIMII-layout) corpus: each fold tests

@@ -14,9 +14,9 @@
 use super::alert::AlertTracker;
 use super::profile::{CalibrationSample, LearningMoments, NormalProfile};
 use super::span::SpanPool;
-use super::threshold::calibrate;
+use super::threshold::{calibrate, span_rate_for_alert_rate};
 use super::window::{BandGroups, WindowAccumulator, WindowFeatures, STATISTICS};
-use crate::config::Config;
+use crate::config::{AlertConfig, Config};
 use crate::dsp::{decode_to_mono, ChannelSelection, DecodeError, ExtractorState, FeatureError, LogMelExtractor};
 use auscult_schemas::event::event_id;
 use auscult_schemas::time::{rfc3339, TimestampUs};
@@ -210,7 +210,7 @@ impl MachineMonitor {
         let (fixed_warning, fixed_alarm) = (self.entry.warning_threshold, self.entry.alarm_threshold);
         if let Phase::Scoring { warning_threshold, alarm_threshold, calibration_scores, .. } = &mut self.phase {
             (*warning_threshold, *alarm_threshold) =
-                thresholds(calibration_scores, rate, alarm_rate, fixed_warning, fixed_alarm);
+                thresholds(calibration_scores, (rate, alarm_rate), &self.config.alerts, (fixed_warning, fixed_alarm));
         }
     }
 
@@ -390,10 +390,9 @@ impl MachineMonitor {
             };
             let (warning_threshold, alarm_threshold) = thresholds(
                 &scores,
-                model.false_alarm_rate,
-                model.alarm_false_alarm_rate.min(model.false_alarm_rate),
-                self.entry.warning_threshold,
-                self.entry.alarm_threshold,
+                (model.false_alarm_rate, model.alarm_false_alarm_rate.min(model.false_alarm_rate)),
+                &self.config.alerts,
+                (self.entry.warning_threshold, self.entry.alarm_threshold),
             );
             self.phase = Phase::Scoring { profile, warning_threshold, alarm_threshold, calibration_scores: scores };
         }
@@ -590,17 +589,18 @@ impl MachineMonitor {
     }
 }
 
-/// The warning and alarm thresholds: calibrated from the held-out learning scores at the two
-/// false-alarm rates, or fixed by the registry; the alarm threshold is never below the warning one.
+/// The warning and alarm thresholds: calibrated from the held-out learning scores so that the
+/// alert rule (`open_k` of `open_n` spans) opens false warnings and alarms at the two configured
+/// rates, or fixed by the registry; the alarm threshold is never below the warning one.
 fn thresholds(
     scores: &[f64],
-    warning_rate: f64,
-    alarm_rate: f64,
-    fixed_warning: Option<f64>,
-    fixed_alarm: Option<f64>,
+    (warning_rate, alarm_rate): (f64, f64),
+    alerts: &AlertConfig,
+    (fixed_warning, fixed_alarm): (Option<f64>, Option<f64>),
 ) -> (f64, f64) {
-    let warning = fixed_warning.unwrap_or_else(|| calibrate(scores, warning_rate));
-    let alarm = fixed_alarm.unwrap_or_else(|| calibrate(scores, alarm_rate));
+    let span_rate = |rate| span_rate_for_alert_rate(rate, alerts.open_k, alerts.open_n);
+    let warning = fixed_warning.unwrap_or_else(|| calibrate(scores, span_rate(warning_rate)));
+    let alarm = fixed_alarm.unwrap_or_else(|| calibrate(scores, span_rate(alarm_rate)));
     (warning, alarm.max(warning))
 }
 
