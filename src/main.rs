@@ -60,8 +60,57 @@ fn main() {
         if is_broken_pipe(&error) {
             return;
         }
-        eprintln!("auscult: {error:#}");
+        eprintln!("auscult: {}", one_line(&error));
         std::process::exit(1);
+    }
+}
+
+/// The error and its causes on one line, each cause once: many errors (librdkafka's, and ours
+/// that wrap them) already put their cause in their own message, and `{:#}` would repeat it.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    /// An error that puts its cause in its own message and also gives it as its source.
+    #[derive(Debug)]
+    struct Wrapping {
+        source: std::io::Error,
+    }
+
+    impl std::fmt::Display for Wrapping {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "cannot read topic t: {}", self.source)
+        }
+    }
+
+    impl std::error::Error for Wrapping {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.source)
+        }
+    }
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let inner = std::io::Error::other("broker transport failure");
+        let error = anyhow::Error::new(Wrapping { source: inner }).context("auscult run");
+        assert_eq!(one_line(&error), "auscult run: cannot read topic t: broker transport failure");
+        let plain = anyhow::anyhow!("no such file").context("reading x.wav");
+        assert_eq!(one_line(&plain), "reading x.wav: no such file");
     }
 }
 
