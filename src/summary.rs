@@ -20,6 +20,11 @@ pub struct RunTotals {
     pub dead_letters: u64,
     /// Chunks of machines refused by `stream.max_machines`.
     pub chunks_refused: u64,
+    /// Kafka input: chunks read by one worker for a machine another owns, their bytes, and
+    /// the bytes that crossed to another process.
+    pub chunks_exchanged: u64,
+    pub bytes_exchanged: u64,
+    pub bytes_exchanged_between_processes: u64,
     /// Machines that continued from a checkpoint, and checkpoint files written.
     pub machines_restored: usize,
     pub checkpoints_written: u64,
@@ -55,6 +60,9 @@ impl RunTotals {
             events_written: reports.iter().map(|r| r.events_written).sum(),
             dead_letters: reports.iter().map(|r| r.dead_letters).sum(),
             chunks_refused: reports.iter().map(|r| r.chunks_refused).sum(),
+            chunks_exchanged: reports.iter().map(|r| r.chunks_exchanged).sum(),
+            bytes_exchanged: reports.iter().map(|r| r.bytes_exchanged).sum(),
+            bytes_exchanged_between_processes: reports.iter().map(|r| r.bytes_exchanged_between_processes).sum(),
             machines_restored: reports.iter().map(|r| r.machines_restored).sum(),
             checkpoints_written: reports.iter().map(|r| r.checkpoints_written).sum(),
             fleet: reports.iter().flat_map(|r| r.fleet.iter().cloned()).collect(),
@@ -129,6 +137,15 @@ pub fn print_run_summary(out: &mut impl Write, totals: &RunTotals, archive: Opti
             out,
             "latency: {} scored window(s) were captured later than this clock's now (an accelerated replay or a skewed clock) and are not in it",
             totals.latency_ahead
+        )?;
+    }
+    if totals.chunks_exchanged > 0 {
+        writeln!(
+            out,
+            "exchange: {} chunk(s) ({:.1} MB) read by a worker other than their machine's owner, {:.1} MB of them to another process (an agent that does not send each machine to its partition; see README \"Kafka\")",
+            totals.chunks_exchanged,
+            totals.bytes_exchanged as f64 / 1e6,
+            totals.bytes_exchanged_between_processes as f64 / 1e6
         )?;
     }
     if totals.machines_restored > 0 || totals.checkpoints_written > 0 {

@@ -121,6 +121,11 @@ fn agents_to_anomaly_topic_with_dead_letters_and_archive() {
     assert!(machines.contains("pump-py"), "the Python agent's machine was not processed");
     let python_machine = totals["machines"].as_array().unwrap().iter().find(|m| m["machine_id"] == "pump-py").unwrap();
     assert!((python_machine["audio_s"].as_f64().unwrap() - 10.0).abs() < 1e-6, "{python_machine}");
+    // auscult's agent sends each machine to its owner's partition: none of its 3,840 chunks is
+    // passed between workers. The Python agent's 10 go by its client's own partitioner, so they
+    // may land on another worker's partition (then they are exchanged, all 10).
+    let exchanged = totals["chunks_exchanged"].as_u64().unwrap();
+    assert!(exchanged == 0 || exchanged == 10, "{exchanged} chunks exchanged between workers");
 
     // Dead letters keep the original key and value and say why.
     let letters = broker.consume("auscult.audio.dlq", malformed, Duration::from_secs(30));
@@ -666,4 +671,72 @@ fn a_pipeline_killed_mid_stream_loses_nothing_and_its_repeats_carry_the_same_ids
 /// A JSON text in one canonical form (keys sorted, as serde_json's map is).
 fn canonical(text: &str) -> String {
     serde_json::from_str::<serde_json::Value>(text).unwrap().to_string()
+}
+
+/// One machine's chunks on two partitions read by two workers (a producer that changed its
+/// partitioner, or a topic that grew): the owner is still one worker, the chunks read by the
+/// other are exchanged to it, and the machine hears its audio as one stream, exactly like a
+/// twin whose identical audio stayed on its own partition.
+#[test]
+fn a_machine_that_moves_partition_is_still_one_state_in_order() {
+    use auscult_schemas::{partition_of, AudioChunk, ChunkOrigin, MachineId, MachineType, SampleFormat};
+    let broker = broker_with_topics();
+    let producer: BaseProducer =
+        ClientConfig::new().set("bootstrap.servers", &broker.address).create().expect("a producer");
+    let (mover, twin) = (MachineId::new("fan-mover").unwrap(), MachineId::new("fan-twin").unwrap());
+    let mut noise = 0x2545_f491_4f6c_dd1du64;
+    for sequence in 0..120u64 {
+        let payload: Vec<u8> = (0..16_000)
+            .flat_map(|_| {
+                noise ^= noise << 13;
+                noise ^= noise >> 7;
+                noise ^= noise << 17;
+                ((noise >> 48) as i16 / 8).to_le_bytes()
+            })
+            .collect();
+        for machine_id in [&mover, &twin] {
+            let chunk = AudioChunk {
+                machine_id: machine_id.clone(),
+                machine_type: MachineType::new("fan").unwrap(),
+                sequence,
+                capture_start_us: 1_767_225_600_000_000 + sequence as i64 * 1_000_000,
+                sample_rate_hz: 16_000,
+                channels: 1,
+                sample_format: SampleFormat::S16le,
+                payload: payload.clone(),
+                origin: ChunkOrigin::Simulator { seed: 0 },
+            };
+            let own = partition_of(machine_id, 4);
+            // The mover's second minute goes to the next partition: another worker's, of 2.
+            let partition = if machine_id == &mover && sequence >= 60 { (own + 1) % 4 } else { own };
+            let value = chunk.encode();
+            let record: BaseRecord<'_, str, [u8]> =
+                BaseRecord::to("auscult.audio").key(machine_id.as_str()).payload(value.as_slice()).partition(partition);
+            producer.send(record).map_err(|(error, _)| error).expect("queued");
+        }
+    }
+    producer.flush(Duration::from_secs(30)).expect("flushed");
+
+    let dir = tempfile::tempdir().unwrap();
+    let summary_path = dir.path().join("summary.json");
+    run_ok(
+        auscult()
+            .args(["run", "--brokers", &broker.address, "-w", "2", "--stop-when-idle", "3", "--events"])
+            .arg(dir.path().join("events.jsonl"))
+            .arg("--summary-json")
+            .arg(&summary_path),
+    );
+    let totals = read_json(&summary_path)["totals"].clone();
+    assert_eq!(totals["chunks_read"], 240, "{totals}");
+    assert_eq!(totals["chunks_exchanged"], 60, "the mover's second minute crossed to its owner: {totals}");
+    assert_eq!(totals["skipped"].as_array().unwrap().len(), 0, "{totals}");
+    let machine = |id: &str| {
+        let machines = totals["machines"].as_array().unwrap();
+        let found = machines.iter().find(|m| m["machine_id"] == id).unwrap_or_else(|| panic!("{id} in {totals}"));
+        (found["audio_s"].as_f64().unwrap(), found["windows_learned"].clone(), found["windows_scored"].clone())
+    };
+    assert_eq!(totals["machines"].as_array().unwrap().len(), 2);
+    let (audio_s, learned, scored) = machine("fan-mover");
+    assert!((audio_s - 120.0).abs() < 1e-6, "{audio_s}");
+    assert_eq!((learned, scored), (machine("fan-twin").1, machine("fan-twin").2));
 }

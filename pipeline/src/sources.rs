@@ -7,7 +7,7 @@
 
 use auscult_connectors::simulator::{SimulatedMachine, SimulatedMachineSpec};
 use auscult_connectors::wav::{MachineFileReader, MachineFiles};
-use auscult_schemas::{route_hash, AudioChunk, MachineId};
+use auscult_schemas::{partition_of, route_hash, AudioChunk, MachineId};
 use std::collections::HashMap;
 
 /// A source error, already one line naming the input and the reason.
@@ -33,6 +33,9 @@ pub struct KafkaSource {
     /// The machine registry's compacted topic.
     pub registry_topic: String,
     pub group_id: String,
+    /// Partitions of the audio topic when the run started: a machine is owned by the worker
+    /// that reads its partition ([`partition_of`]).
+    pub partitions: u32,
     /// Stop once every partition is read to its end and nothing arrived for this long
     /// (`None`: run until stopped).
     pub stop_when_idle: Option<std::time::Duration>,
@@ -62,7 +65,13 @@ impl SourcePlan {
                 })
                 .collect(),
             SourcePlan::Simulated { machines, .. } => machines.iter().map(|spec| (1, &spec.machine_id)).collect(),
-            SourcePlan::Kafka(_) => Vec::new(),
+            SourcePlan::Kafka(source) => {
+                return Placement {
+                    peers: peers.max(1) as u64,
+                    owner: HashMap::new(),
+                    partitions: Some(source.partitions),
+                }
+            }
         };
         loads.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
         let peers = peers.max(1);
@@ -74,7 +83,7 @@ impl SourcePlan {
             worker_load[worker] += load.max(1);
             owner.insert(machine_id.clone(), worker as u64);
         }
-        Placement { peers: peers as u64, owner }
+        Placement { peers: peers as u64, owner, partitions: None }
     }
 
     /// Opens the machines that worker `index` owns under `placement`.
@@ -114,16 +123,27 @@ impl SourcePlan {
 }
 
 /// Which worker owns each machine: the plan's own machines as [`SourcePlan::placement`] spread
-/// them, any other machine (one that only appears in the stream) by [`route_hash`].
+/// them; from Kafka, the worker that reads the machine's partition ([`partition_of`]: the
+/// consumer of worker `w` reads the partitions `p` with `p mod peers = w`); any other machine
+/// (one that only appears in a file or simulated stream) by [`route_hash`].
+///
+/// A machine whose chunks arrive on another partition (a producer with another partitioner,
+/// or a topic that has grown) is still owned by this rule: its chunks are exchanged to the
+/// owner, which costs a copy but keeps one state and its order. A restart with another
+/// partition count moves the restored state to the new owners.
 #[derive(Debug, Clone)]
 pub struct Placement {
     peers: u64,
     owner: HashMap<MachineId, u64>,
+    partitions: Option<u32>,
 }
 
 impl Placement {
     /// The worker index (below the number of peers) that owns `machine_id`.
     pub fn worker_of(&self, machine_id: &MachineId) -> u64 {
+        if let Some(partitions) = self.partitions {
+            return partition_of(machine_id, partitions) as u64 % self.peers;
+        }
         self.owner.get(machine_id).copied().unwrap_or_else(|| route_hash(machine_id) % self.peers)
     }
 }
@@ -187,5 +207,28 @@ mod tests {
         let plan = SourcePlan::Simulated { machines: Vec::new(), duration_s: 1.0 };
         let stranger = MachineId::new("pump-99").unwrap();
         assert_eq!(plan.placement(3).worker_of(&stranger), route_hash(&stranger) % 3);
+    }
+
+    #[test]
+    fn from_kafka_a_machine_belongs_to_the_reader_of_its_partition() {
+        let source = KafkaSource {
+            brokers: "localhost:9092".into(),
+            topic: "auscult.audio".into(),
+            dlq_topic: "auscult.audio.dlq".into(),
+            registry_topic: "auscult.machines".into(),
+            group_id: "auscult".into(),
+            partitions: 4,
+            stop_when_idle: None,
+        };
+        let plan = SourcePlan::Kafka(source);
+        for peers in [1usize, 2, 3, 6] {
+            let placement = plan.placement(peers);
+            for i in 0..50 {
+                let machine = MachineId::new(format!("valve-{i:02}")).unwrap();
+                // The consumer of worker w reads the partitions p with p mod peers = w.
+                let reader = partition_of(&machine, 4) as u64 % peers as u64;
+                assert_eq!(placement.worker_of(&machine), reader, "{machine} on {peers} workers");
+            }
+        }
     }
 }

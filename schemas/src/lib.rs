@@ -19,5 +19,5 @@ pub use archive::{archive_schema, AlertState, ProfileState, WindowRecord};
 pub use chunk::{AudioChunk, ChunkError, ChunkOrigin, SampleFormat, CHUNK_SCHEMA_VERSION};
 pub use event::{AlertLevel, AnomalyEvent, BandDeviation, EventKind, EVENT_SCHEMA_ID};
 pub use features::FeatureSettings;
-pub use machine::{route_hash, MachineId, MachineIdError, MachineType};
+pub use machine::{partition_of, route_hash, MachineId, MachineIdError, MachineType};
 pub use registry::{MachineEntry, RegistryError};

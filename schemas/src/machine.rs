@@ -97,6 +97,14 @@ pub fn route_hash(machine_id: &MachineId) -> u64 {
     mix64(hash)
 }
 
+/// The partition of the audio topic that carries a machine's chunks, among `partitions`: its
+/// [`route_hash`] modulo the count. The agent sends there, and the pipeline's worker that
+/// reads that partition owns the machine, so in a stable topic no chunk crosses between
+/// workers or processes after it is read.
+pub fn partition_of(machine_id: &MachineId, partitions: u32) -> i32 {
+    i32::try_from(route_hash(machine_id) % u64::from(partitions.max(1))).unwrap_or(0)
+}
+
 /// SplitMix64's finalizer: a bijection on u64 with full avalanche.
 pub fn mix64(mut value: u64) -> u64 {
     value ^= value >> 30;
@@ -124,6 +132,23 @@ mod tests {
         let ids: Vec<MachineId> = (0..64).map(|i| MachineId::new(format!("fan-{i:02}")).unwrap()).collect();
         let on_worker_one = ids.iter().filter(|id| route_hash(id) & 1 == 1).count();
         assert!((20..=44).contains(&on_worker_one), "{on_worker_one} of 64 on worker 1");
+    }
+
+    #[test]
+    fn partitions_follow_the_route_hash_and_stay_in_range() {
+        for i in 0..200 {
+            let id = MachineId::new(format!("pump-{i:03}")).unwrap();
+            for partitions in [1u32, 3, 4, 12] {
+                let partition = partition_of(&id, partitions);
+                assert!((0..partitions as i32).contains(&partition));
+                assert_eq!(partition as u64, route_hash(&id) % u64::from(partitions));
+            }
+        }
+        // With as many workers as partitions (or a divisor of them), the partition's reader and
+        // the route hash's worker agree.
+        let id = MachineId::new("fan-07").unwrap();
+        assert_eq!(partition_of(&id, 8) as u64 % 4, route_hash(&id) % 4);
+        assert_eq!(partition_of(&id, 0), 0, "a zero count is taken as one partition");
     }
 
     #[test]

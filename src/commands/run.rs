@@ -3,6 +3,7 @@
 use crate::summary::{print_run_summary, RunTotals};
 use anyhow::{bail, Context, Result};
 use auscult_connectors::events::EventTarget;
+use auscult_connectors::kafka::partition_count;
 use auscult_connectors::layout::discover;
 use auscult_connectors::simulator::{fleet, FleetSpec};
 use auscult_pipeline::checkpoint;
@@ -14,7 +15,7 @@ use clap::Args;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Timely's own cluster arguments, passed through unchanged.
 #[derive(Debug, Clone, Args)]
@@ -197,6 +198,7 @@ pub fn execute(args: RunArgs, mut config: Config) -> Result<()> {
         None => match &args.brokers {
             Some(brokers) => SourcePlan::Kafka(KafkaSource {
                 brokers: brokers.clone(),
+                partitions: partition_count(brokers, &config.kafka.audio_topic, Duration::from_secs(10))?,
                 topic: config.kafka.audio_topic.clone(),
                 dlq_topic: config.kafka.dlq_topic.clone(),
                 registry_topic: config.kafka.machines_topic.clone(),

@@ -4,6 +4,7 @@ use super::producer::KafkaTransportError;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
 use std::time::Duration;
 
@@ -47,6 +48,28 @@ pub fn create_topics(
             Err((name, code)) => (name, TopicOutcome::Failed(code.to_string())),
         })
         .collect())
+}
+
+/// The number of partitions of `topic`, from the broker's metadata; an error if the broker
+/// does not answer within `timeout` or has no such topic.
+pub fn partition_count(brokers: &str, topic: &str, timeout: Duration) -> Result<u32, KafkaTransportError> {
+    let create = |source| KafkaTransportError::Create { brokers: brokers.to_owned(), source };
+    let client: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers).create().map_err(create)?;
+    let metadata = client.fetch_metadata(Some(topic), timeout).map_err(|source| KafkaTransportError::Metadata {
+        brokers: brokers.to_owned(),
+        topic: topic.to_owned(),
+        source,
+    })?;
+    let count = metadata
+        .topics()
+        .iter()
+        .filter(|found| found.name() == topic && found.error().is_none())
+        .map(|found| found.partitions().len())
+        .sum::<usize>();
+    match u32::try_from(count) {
+        Ok(count) if count > 0 => Ok(count),
+        _ => Err(KafkaTransportError::NoSuchTopic { brokers: brokers.to_owned(), topic: topic.to_owned() }),
+    }
 }
 
 /// Drives an admin future on this thread: librdkafka completes it from its own threads, so a

@@ -11,7 +11,7 @@ pub mod consumer;
 pub mod producer;
 pub mod registry;
 
-pub use admin::{create_topics, TopicOutcome};
+pub use admin::{create_topics, partition_count, TopicOutcome};
 pub use consumer::{ChunkConsumer, ConsumerSettings, Polled};
 pub use producer::{ChunkProducer, DeliveryReport, EventProducer, KafkaTransportError, ProducerSettings};
 pub use registry::{RegistryChange, RegistryConsumer};

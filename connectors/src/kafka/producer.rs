@@ -7,7 +7,7 @@
 //! counted.
 
 use super::{chunk_schema_id, HEADER_MACHINE_TYPE, HEADER_SCHEMA, HEADER_SEQUENCE};
-use auscult_schemas::AudioChunk;
+use auscult_schemas::{partition_of, AudioChunk};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -37,6 +37,8 @@ pub struct ProducerSettings {
 pub enum KafkaTransportError {
     #[error("cannot create a Kafka producer for {brokers}: {source}")]
     Create { brokers: String, source: KafkaError },
+    #[error("cannot read the partitions of topic {topic} from {brokers}: {source}")]
+    Metadata { brokers: String, topic: String, source: KafkaError },
     #[error("topic {topic} does not exist on {brokers} (create it, e.g. with 4 partitions)")]
     NoSuchTopic { brokers: String, topic: String },
     #[error("records to {topic} on {brokers} were not delivered: {reason}")]
@@ -86,13 +88,43 @@ impl ProducerContext for DeliveryCounter {
     }
 }
 
-/// Sends chunks keyed by machine id to the audio topic.
+/// Sends chunks keyed by machine id to the audio topic, each machine to the partition
+/// [`partition_of`] names, so that the pipeline worker reading it is the machine's owner.
 pub struct ChunkProducer {
     producer: ThreadedProducer<DeliveryCounter>,
     settings: ProducerSettings,
     sent: u64,
     dropped: u64,
     schema_id: String,
+    partitions: PartitionCount,
+}
+
+/// The audio topic's partition count, learned from the broker's metadata. While the broker has
+/// not answered (it may be away when the agent starts), chunks go by key (librdkafka's own
+/// partitioner: still one partition per machine, only not the owner's), and the count is asked
+/// for again at most every [`PartitionCount::RETRY`].
+struct PartitionCount {
+    count: Option<u32>,
+    asked: Option<Instant>,
+}
+
+impl PartitionCount {
+    const RETRY: Duration = Duration::from_secs(30);
+    const WAIT: Duration = Duration::from_secs(2);
+
+    fn get(&mut self, producer: &ThreadedProducer<DeliveryCounter>, topic: &str) -> Option<u32> {
+        if self.count.is_none() && self.asked.is_none_or(|asked| asked.elapsed() >= Self::RETRY) {
+            self.asked = Some(Instant::now());
+            self.count = producer.client().fetch_metadata(Some(topic), Self::WAIT).ok().and_then(|metadata| {
+                let found = metadata.topics().iter().find(|found| found.name() == topic && found.error().is_none())?;
+                u32::try_from(found.partitions().len()).ok().filter(|&count| count > 0)
+            });
+            if self.count.is_none() {
+                tracing::warn!(topic, "no partition count from the broker yet: chunks go by key until it answers");
+            }
+        }
+        self.count
+    }
 }
 
 impl ChunkProducer {
@@ -108,7 +140,9 @@ impl ChunkProducer {
             .set("message.max.bytes", (16 * 1024 * 1024).to_string())
             .create_with_context(DeliveryCounter::default())
             .map_err(|source| KafkaTransportError::Create { brokers: settings.brokers.clone(), source })?;
-        Ok(Self { producer, settings, sent: 0, dropped: 0, schema_id: chunk_schema_id() })
+        let mut partitions = PartitionCount { count: None, asked: None };
+        partitions.get(&producer, &settings.topic);
+        Ok(Self { producer, settings, sent: 0, dropped: 0, schema_id: chunk_schema_id(), partitions })
     }
 
     /// Hands one chunk to the producer. A full buffer is waited on for `full_buffer_wait`,
@@ -116,17 +150,24 @@ impl ChunkProducer {
     pub fn send(&mut self, chunk: &AudioChunk) -> Result<bool, KafkaTransportError> {
         let value = chunk.encode();
         let sequence = chunk.sequence.to_string();
+        let partition = self
+            .partitions
+            .get(&self.producer, &self.settings.topic)
+            .map(|count| partition_of(&chunk.machine_id, count));
         let deadline = Instant::now() + self.settings.full_buffer_wait;
         loop {
             let headers = OwnedHeaders::new_with_capacity(3)
                 .insert(Header { key: HEADER_SCHEMA, value: Some(self.schema_id.as_str()) })
                 .insert(Header { key: HEADER_MACHINE_TYPE, value: Some(chunk.machine_type.as_str()) })
                 .insert(Header { key: HEADER_SEQUENCE, value: Some(sequence.as_str()) });
-            let record = BaseRecord::to(&self.settings.topic)
+            let mut record = BaseRecord::to(&self.settings.topic)
                 .key(chunk.machine_id.as_str())
                 .payload(&value)
                 .timestamp(chunk.capture_start_us / 1000)
                 .headers(headers);
+            if let Some(partition) = partition {
+                record = record.partition(partition);
+            }
             match self.producer.send(record) {
                 Ok(()) => {
                     self.sent += 1;

@@ -7,7 +7,7 @@
 //! watching the stop flag, so a stall elsewhere cannot stop it from being stopped.
 
 use super::input_clock::{InputClock, Observation};
-use super::{epoch_of, send_at, ChunkInput, RegistryInput, WorkerState, EPOCHS_IN_FLIGHT};
+use super::{epoch_of, send_at, ChunkInput, RegistryInput, WorkerReport, WorkerState, EPOCHS_IN_FLIGHT};
 use crate::sources::{KafkaSource, Placement};
 use auscult_connectors::kafka::{ChunkConsumer, ConsumerSettings, RegistryChange, RegistryConsumer};
 use auscult_schemas::{ChunkOrigin, MachineId};
@@ -143,6 +143,11 @@ pub(super) fn drive_from_kafka(
                     state.report.skipped.push(line);
                 }
                 state.report.chunks_read += polled.chunks.len() as u64;
+                let threads = state.threads;
+                for chunk in &polled.chunks {
+                    let owner = placement.worker_of(&chunk.machine_id);
+                    count_exchange(&mut state.report, index, owner, threads, chunk.payload.len() as u64);
+                }
             }
             // The offsets of this poll are committed with the latest epoch its chunks enter.
             let mut poll_epoch = *input.time();
@@ -201,6 +206,19 @@ pub(super) fn drive_from_kafka(
         worker.step_or_park(Some(BACKPRESSURE_PARK));
     }
     commit_durable(&consumer, durable, &mut uncommitted, state);
+}
+
+/// Counts a chunk of `bytes` that worker `index` read for `owner` if it must cross to another
+/// worker (and, with `threads` workers per process, to another process).
+fn count_exchange(report: &mut WorkerReport, index: usize, owner: u64, threads: usize, bytes: u64) {
+    if owner == index as u64 {
+        return;
+    }
+    report.chunks_exchanged += 1;
+    report.bytes_exchanged += bytes;
+    if owner / threads.max(1) as u64 != (index / threads.max(1)) as u64 {
+        report.bytes_exchanged_between_processes += bytes;
+    }
 }
 
 /// Enters one registry change of a machine this worker owns as updates of the collection.
@@ -295,5 +313,30 @@ fn commit_durable(
     match consumer.commit(&positions) {
         Ok(()) => state.report.committed_offsets.extend(positions),
         Err(error) => state.report.sink_errors.push(format!("cannot commit offsets {positions:?}: {error}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_chunks_for_another_worker_count_and_only_those_for_another_process_cross_it() {
+        let mut report = WorkerReport::default();
+        // Two processes of two workers: 0 and 1 in the first, 2 and 3 in the second.
+        count_exchange(&mut report, 1, 1, 2, 100);
+        assert_eq!((report.chunks_exchanged, report.bytes_exchanged), (0, 0), "its own machine");
+        count_exchange(&mut report, 1, 0, 2, 100);
+        assert_eq!(
+            (report.chunks_exchanged, report.bytes_exchanged, report.bytes_exchanged_between_processes),
+            (1, 100, 0)
+        );
+        count_exchange(&mut report, 1, 3, 2, 50);
+        assert_eq!(
+            (report.chunks_exchanged, report.bytes_exchanged, report.bytes_exchanged_between_processes),
+            (2, 150, 50)
+        );
+        count_exchange(&mut report, 2, 0, 2, 10);
+        assert_eq!(report.bytes_exchanged_between_processes, 60, "worker 2 is in the second process, 0 in the first");
     }
 }

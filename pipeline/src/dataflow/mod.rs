@@ -161,6 +161,12 @@ pub struct WorkerReport {
     pub machines_restored: usize,
     /// Checkpoint files this worker wrote.
     pub checkpoints_written: u64,
+    /// Kafka input: chunks this worker read for a machine another worker owns, and so sent
+    /// through the exchange; their payload bytes; and the bytes of those whose owner is in
+    /// another process (sent over the network).
+    pub chunks_exchanged: u64,
+    pub bytes_exchanged: u64,
+    pub bytes_exchanged_between_processes: u64,
     /// Sink failures (archive, event output or checkpoint); a run with any is a failed run
     /// and commits no more offsets.
     pub sink_errors: Vec<String>,
@@ -170,7 +176,13 @@ pub struct WorkerReport {
 /// `-p`, `-h`), and returns the reports of this process's workers.
 pub fn run(plan: RunPlan, timely_args: Vec<String>) -> Result<Vec<WorkerReport>, String> {
     let plan = Arc::new(plan);
-    let guards = timely::execute_from_args(timely_args.into_iter(), move |worker| run_worker(worker, &plan))?;
+    let threads = match timely::CommunicationConfig::from_args(timely_args.clone().into_iter())?.0 {
+        timely::CommunicationConfig::Process(threads) | timely::CommunicationConfig::ProcessBinary(threads) => threads,
+        timely::CommunicationConfig::Cluster { threads, .. } => threads,
+        timely::CommunicationConfig::Thread => 1,
+    };
+    let guards =
+        timely::execute_from_args(timely_args.into_iter(), move |worker| run_worker(worker, &plan, threads.max(1)))?;
     guards.join().into_iter().collect()
 }
 
@@ -227,6 +239,8 @@ struct WorkerState {
     measure_latency: bool,
     /// Workers in the run (every process's).
     peers: usize,
+    /// Workers per process: worker `w` runs in process `w / threads`.
+    threads: usize,
     checkpoints: Option<WorkerCheckpoints>,
 }
 
@@ -290,7 +304,7 @@ fn epoch_of(capture_us: i64, epoch_us: i64) -> u64 {
     u64::try_from(capture_us.div_euclid(epoch_us)).unwrap_or(0)
 }
 
-fn run_worker(worker: &mut Worker, plan: &RunPlan) -> WorkerReport {
+fn run_worker(worker: &mut Worker, plan: &RunPlan, threads: usize) -> WorkerReport {
     let index = worker.index();
     let peers = worker.peers();
     let config = plan.config.clone();
@@ -299,6 +313,7 @@ fn run_worker(worker: &mut Worker, plan: &RunPlan) -> WorkerReport {
     state.borrow_mut().report.worker = index;
     state.borrow_mut().measure_latency = matches!(plan.source, SourcePlan::Kafka(_));
     state.borrow_mut().peers = peers;
+    state.borrow_mut().threads = threads;
     let placement = Arc::new(plan.source.placement(peers));
     // The boundary at which this worker's first checkpoint is due (with checkpoints).
     let mut first_boundary = None;
