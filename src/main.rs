@@ -82,6 +82,28 @@ fn one_line(error: &anyhow::Error) -> String {
     line
 }
 
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
+    let config = match &cli.config {
+        Some(path) => Config::from_toml_file(path)?,
+        None => Config::default(),
+    };
+    match cli.command {
+        Command::Run(args) => commands::run::execute(args, config),
+        Command::Agent(args) => commands::agent::execute(args, config),
+        Command::Topics(args) => commands::topics::execute(args, config),
+        Command::Features(args) => commands::features::execute(args, config),
+        Command::Simulate(args) => commands::simulate::execute(args),
+        Command::Demo(args) => commands::demo::execute(args, config),
+        Command::Eval(args) => commands::eval::execute(args, config),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::one_line;
@@ -111,27 +133,5 @@ mod tests {
         assert_eq!(one_line(&error), "auscult run: cannot read topic t: broker transport failure");
         let plain = anyhow::anyhow!("no such file").context("reading x.wav");
         assert_eq!(one_line(&plain), "reading x.wav: no such file");
-    }
-}
-
-fn is_broken_pipe(error: &anyhow::Error) -> bool {
-    error.chain().any(|cause| {
-        cause.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
-}
-
-fn dispatch(cli: Cli) -> Result<()> {
-    let config = match &cli.config {
-        Some(path) => Config::from_toml_file(path)?,
-        None => Config::default(),
-    };
-    match cli.command {
-        Command::Run(args) => commands::run::execute(args, config),
-        Command::Agent(args) => commands::agent::execute(args, config),
-        Command::Topics(args) => commands::topics::execute(args, config),
-        Command::Features(args) => commands::features::execute(args, config),
-        Command::Simulate(args) => commands::simulate::execute(args),
-        Command::Demo(args) => commands::demo::execute(args, config),
-        Command::Eval(args) => commands::eval::execute(args, config),
     }
 }

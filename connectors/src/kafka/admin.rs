@@ -55,11 +55,9 @@ pub fn create_topics(
 pub fn partition_count(brokers: &str, topic: &str, timeout: Duration) -> Result<u32, KafkaTransportError> {
     let create = |source| KafkaTransportError::Create { brokers: brokers.to_owned(), source };
     let client: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers).create().map_err(create)?;
-    let metadata = client.fetch_metadata(Some(topic), timeout).map_err(|source| KafkaTransportError::Metadata {
-        brokers: brokers.to_owned(),
-        topic: topic.to_owned(),
-        source,
-    })?;
+    let metadata = client
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(|source| KafkaTransportError::Metadata { what: format!("topic {topic} from {brokers}"), source })?;
     let count = metadata
         .topics()
         .iter()

@@ -37,8 +37,9 @@ pub struct ProducerSettings {
 pub enum KafkaTransportError {
     #[error("cannot create a Kafka producer for {brokers}: {source}")]
     Create { brokers: String, source: KafkaError },
-    #[error("cannot read the partitions of topic {topic} from {brokers}: {source}")]
-    Metadata { brokers: String, topic: String, source: KafkaError },
+    /// `what`: the topic and the brokers asked, as "topic T from B".
+    #[error("cannot read the partitions of {what}: {source}")]
+    Metadata { what: String, source: KafkaError },
     #[error("topic {topic} does not exist on {brokers} (create it, e.g. with 4 partitions)")]
     NoSuchTopic { brokers: String, topic: String },
     #[error("records to {topic} on {brokers} were not delivered: {reason}")]
