@@ -193,12 +193,13 @@ pub fn execute(args: RunArgs, mut config: Config) -> Result<()> {
     args.overrides.apply(&mut config)?;
     let mut skipped = Vec::new();
     let simulation = Simulation { seed: args.seed, snr_db: args.snr, duration_s: args.duration };
-    let source = match local_plan(args.input.as_deref(), args.simulate, &simulation, &config, &mut skipped)? {
+    let mut source = match local_plan(args.input.as_deref(), args.simulate, &simulation, &config, &mut skipped)? {
         Some(plan) => plan,
         None => match &args.brokers {
             Some(brokers) => SourcePlan::Kafka(KafkaSource {
                 brokers: brokers.clone(),
-                partitions: partition_count(brokers, &config.kafka.audio_topic, Duration::from_secs(10))?,
+                // Asked of the broker below, once the state is read.
+                partitions: 0,
                 topic: config.kafka.audio_topic.clone(),
                 dlq_topic: config.kafka.dlq_topic.clone(),
                 registry_topic: config.kafka.machines_topic.clone(),
@@ -240,6 +241,9 @@ pub fn execute(args: RunArgs, mut config: Config) -> Result<()> {
         }
         None => None,
     };
+    if let SourcePlan::Kafka(kafka) = &mut source {
+        kafka.partitions = partition_count(&kafka.brokers, &kafka.topic, Duration::from_secs(10))?;
+    }
     // A Kafka-fed run stops cleanly on SIGINT or SIGTERM: what it read is processed, made
     // durable and committed (a second signal ends it at once).
     let stop = Arc::new(AtomicBool::new(false));

@@ -6,13 +6,14 @@
 //! behind, it stops reading but keeps stepping the worker, telling its peers its epoch and
 //! watching the stop flag, so a stall elsewhere cannot stop it from being stopped.
 
+use super::checkpoints::{commit_point, OffsetLedger};
 use super::input_clock::{InputClock, Observation};
-use super::{epoch_of, send_at, ChunkInput, RegistryInput, WorkerReport, WorkerState, EPOCHS_IN_FLIGHT};
+use super::{epoch_of, ChunkInput, RegistryInput, WorkerReport, WorkerState, EPOCHS_IN_FLIGHT};
 use crate::sources::{KafkaSource, Placement};
 use auscult_connectors::kafka::{ChunkConsumer, ConsumerSettings, RegistryChange, RegistryConsumer};
-use auscult_schemas::{ChunkOrigin, MachineId};
+use auscult_schemas::{AudioChunk, ChunkOrigin, MachineId};
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -116,7 +117,7 @@ pub(super) fn drive_from_kafka(
     // This worker's machines' registry entries, as last entered into the collection.
     let mut entries: HashMap<MachineId, String> = HashMap::new();
     // Offsets read per input epoch, committed once every sink has made that epoch durable.
-    let mut uncommitted: BTreeMap<u64, BTreeMap<i32, i64>> = BTreeMap::new();
+    let mut ledger = OffsetLedger::default();
     let mut clock = InputClock::new(KAFKA_PENDING_CHUNKS, idle_after, Instant::now());
     let mut caught_up = false;
     loop {
@@ -160,9 +161,7 @@ pub(super) fn drive_from_kafka(
                 poll_epoch = poll_epoch.max(epoch);
                 clock.admit(epoch, partition, chunk, *input.time(), now);
             }
-            if !polled.positions.is_empty() {
-                uncommitted.entry(poll_epoch).or_default().extend(polled.positions);
-            }
+            ledger.record(poll_epoch, polled.positions);
             let behind = consumer.partitions_behind();
             let release = clock.release(&Observation {
                 current: *input.time(),
@@ -182,7 +181,7 @@ pub(super) fn drive_from_kafka(
             registry.flush();
             worker.step();
         }
-        commit_durable(&consumer, durable, &mut uncommitted, state);
+        commit_durable(&consumer, durable, &mut ledger, state);
         if stop.load(Ordering::Relaxed) {
             if index == 0 {
                 tracing::warn!("stopping on a signal: processing, writing and committing what was read");
@@ -205,7 +204,7 @@ pub(super) fn drive_from_kafka(
     while durable.less_than(&u64::MAX) && state.borrow().report.sink_errors.is_empty() {
         worker.step_or_park(Some(BACKPRESSURE_PARK));
     }
-    commit_durable(&consumer, durable, &mut uncommitted, state);
+    commit_durable(&consumer, durable, &mut ledger, state);
 }
 
 /// Counts a chunk of `bytes` that worker `index` read for `owner` if it must cross to another
@@ -252,67 +251,48 @@ fn enter_registry_change(
 
 /// Commits the offsets of the epochs that every sink has made durable; with checkpoints, only
 /// up to the last checkpoint boundary that is durable everywhere, recorded first in the
-/// worker's checkpoint folder. Nothing is committed after a sink error.
+/// worker's checkpoint folder (see [`commit_point`]). Nothing is committed after a sink error.
 fn commit_durable(
     consumer: &ChunkConsumer,
     durable: &ProbeHandle<u64>,
-    uncommitted: &mut BTreeMap<u64, BTreeMap<i32, i64>>,
+    ledger: &mut OffsetLedger,
     state: &Rc<RefCell<WorkerState>>,
 ) {
     let mut state = state.borrow_mut();
+    let state = &mut *state;
     if !state.report.sink_errors.is_empty() {
         return;
     }
-    // Epochs up to `last` may be committed.
-    // `None`: everything is durable (the inputs are at their end).
     let frontier = durable.with_frontier(|frontier| frontier.first().copied()).filter(|epoch| *epoch < u64::MAX);
-    let last = match (&mut state.checkpoints, frontier) {
-        (None, Some(frontier)) => frontier.checked_sub(1),
-        (None, None) => Some(u64::MAX),
-        (Some(checkpoints), frontier) => {
-            let (last, covered_until_us) = match frontier {
-                Some(frontier) => {
-                    let spans = frontier / checkpoints.every_epochs;
-                    let last = (spans * checkpoints.every_epochs).checked_sub(1);
-                    (last, last.map(|last| checkpoints.covered_until_us(last)))
-                }
-                // Everything is durable, this worker's last checkpoint included.
-                None => (Some(u64::MAX), checkpoints.written_until_us),
-            };
-            if let Some(covered_until_us) = covered_until_us.filter(|c| Some(*c) > checkpoints.marked_until_us) {
-                if let Err(error) = checkpoints.store.mark_committed(covered_until_us) {
-                    state.report.sink_errors.push(error.to_string());
-                    return;
-                }
-                checkpoints.marked_until_us = Some(covered_until_us);
-                if let Some((after_us, peers)) =
-                    checkpoints.remove_stale.filter(|(after, _)| covered_until_us >= *after)
-                {
-                    checkpoints.remove_stale = None;
-                    if let Err(error) = checkpoints.store.remove_workers_from(peers) {
-                        tracing::warn!(
-                            "cannot remove the checkpoints of earlier workers (after {after_us} µs): {error}"
-                        );
-                    }
-                }
-            }
-            last
+    let checkpoints = state.checkpoints.as_mut();
+    let point = commit_point(
+        frontier,
+        checkpoints.as_ref().map(|checkpoints| &checkpoints.schedule),
+        checkpoints.as_ref().and_then(|checkpoints| checkpoints.written_until_us),
+    );
+    if let (Some(checkpoints), Some(covered_until_us)) = (checkpoints, point.covered_until_us) {
+        if !checkpoints.mark_committed(covered_until_us, &mut state.report) {
+            return;
         }
-    };
-    let Some(last) = last else { return };
-    let mut positions = BTreeMap::new();
-    while let Some(entry) = uncommitted.first_entry() {
-        if *entry.key() > last {
-            break;
-        }
-        positions.extend(entry.remove());
     }
+    let Some(last) = point.last_epoch else { return };
+    let positions = ledger.take_through(last);
     if positions.is_empty() {
         return;
     }
     match consumer.commit(&positions) {
         Ok(()) => state.report.committed_offsets.extend(positions),
         Err(error) => state.report.sink_errors.push(format!("cannot commit offsets {positions:?}: {error}")),
+    }
+}
+
+/// Sends chunks held back for `epoch` (or the input's current epoch, if it is past it).
+fn send_at(input: &mut ChunkInput, epoch: u64, chunks: Vec<AudioChunk>) {
+    if epoch > *input.time() {
+        input.advance_to(epoch);
+    }
+    for chunk in chunks {
+        input.send(chunk);
     }
 }
 
