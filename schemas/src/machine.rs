@@ -18,8 +18,9 @@ pub const MAX_NAME_BYTES: usize = 128;
 pub enum MachineIdError {
     #[error("{what} is empty")]
     Empty { what: &'static str },
-    #[error("{what} {name:?} is longer than {MAX_NAME_BYTES} bytes")]
-    TooLong { what: &'static str, name: String },
+    /// `start`: the name's first 32 characters (a 10 kB name does not go into every log line).
+    #[error("{what} starting {start:?} is {bytes} bytes, longer than {MAX_NAME_BYTES}")]
+    TooLong { what: &'static str, start: String, bytes: usize },
     #[error("{what} {name:?} has a character other than A-Z a-z 0-9 . _ -")]
     BadCharacter { what: &'static str, name: String },
 }
@@ -29,7 +30,7 @@ fn validate(what: &'static str, name: &str) -> Result<(), MachineIdError> {
         return Err(MachineIdError::Empty { what });
     }
     if name.len() > MAX_NAME_BYTES {
-        return Err(MachineIdError::TooLong { what, name: name.to_owned() });
+        return Err(MachineIdError::TooLong { what, start: name.chars().take(32).collect(), bytes: name.len() });
     }
     let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
     if !name.chars().all(allowed) || name.starts_with('.') {
