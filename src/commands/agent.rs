@@ -281,7 +281,16 @@ fn print_report(sent: &SentPerMachine, report: &DeliveryReport) {
         eprintln!("  {machine:<16} {chunks} chunks sent");
     }
     eprintln!(
-        "auscult agent: {} chunks sent, {} delivered, {} failed, {} dropped, {} unacknowledged",
-        report.sent, report.delivered, report.failed, report.dropped, report.unflushed
+        "auscult agent: {} chunks sent, {} delivered, {} failed, {} dropped, {} unacknowledged{}",
+        report.sent,
+        report.delivered,
+        report.failed,
+        report.dropped,
+        report.unflushed,
+        if report.resent > 0 {
+            format!(" ({} sent again after a failed delivery)", report.resent)
+        } else {
+            String::new()
+        }
     );
 }

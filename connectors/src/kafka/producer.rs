@@ -1,10 +1,15 @@
 //! Producing audio chunks to Kafka with delivery accounting.
 //!
 //! An edge agent must not lose audio silently: every chunk is either acknowledged by the
-//! broker (all in-sync replicas, idempotent so a retry never doubles it) or counted as failed
-//! or dropped, and the agent says which. While the broker is away librdkafka retries and
-//! buffers up to a bound; when the buffer is full a chunk waits a little, then is dropped and
-//! counted.
+//! broker (all in-sync replicas, idempotent so librdkafka's own retries never double it) or
+//! counted as failed or dropped, and the agent says which. While the broker is away librdkafka
+//! retries and buffers up to a bound; when the buffer is full a chunk waits a little, then is
+//! dropped and counted. A chunk whose delivery failed all the same (the broker was away past
+//! the delivery timeout, or answered an error, as a broker that restarts badly does) is kept
+//! and sent again with backoff ([`Resends`]) until it is delivered, or until the failed chunks
+//! alone would fill the buffer (then the oldest is dropped and counted). The pipeline drops
+//! repeats by sequence number, so a resend of a chunk that did arrive costs nothing; one that
+//! arrives after its machine's later chunks is late, and counted as a repeat there.
 
 use super::{chunk_schema_id, HEADER_MACHINE_TYPE, HEADER_SCHEMA, HEADER_SEQUENCE};
 use auscult_schemas::{partition_of, AudioChunk};
@@ -13,8 +18,9 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// How to reach the broker and how much to buffer while it is away.
@@ -53,7 +59,10 @@ pub enum KafkaTransportError {
 pub struct DeliveryReport {
     pub sent: u64,
     pub delivered: u64,
+    /// Chunks whose delivery failed and that were given up at the end (not resent in time).
     pub failed: u64,
+    /// Sends of chunks again after a failed delivery.
+    pub resent: u64,
     /// Chunks never handed to librdkafka because its buffer stayed full.
     pub dropped: u64,
     /// Chunks still unacknowledged when the flush gave up.
@@ -61,7 +70,7 @@ pub struct DeliveryReport {
     pub last_error: Option<String>,
 }
 
-/// Counts deliveries as the broker acknowledges them.
+/// Counts deliveries as the broker acknowledges them (the event producer's context).
 #[derive(Default)]
 pub(crate) struct DeliveryCounter {
     delivered: AtomicU64,
@@ -89,15 +98,105 @@ impl ProducerContext for DeliveryCounter {
     }
 }
 
+/// The chunk producer's context: counts deliveries and keeps the chunks whose delivery failed,
+/// for [`Resends`].
+#[derive(Default)]
+pub(crate) struct ChunkDeliveries {
+    delivered: AtomicU64,
+    failed_chunks: Mutex<VecDeque<Box<AudioChunk>>>,
+    last_error: Mutex<Option<String>>,
+}
+
+impl ClientContext for ChunkDeliveries {}
+
+impl ProducerContext for ChunkDeliveries {
+    /// The chunk itself, so that a failed delivery can be sent again.
+    type DeliveryOpaque = Box<AudioChunk>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, chunk: Box<AudioChunk>) {
+        match result {
+            Ok(_) => {
+                self.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((error, _)) => {
+                if let Ok(mut last) = self.last_error.lock() {
+                    *last = Some(error.to_string());
+                }
+                self.failed_chunks.lock().unwrap_or_else(PoisonError::into_inner).push_back(chunk);
+            }
+        }
+    }
+}
+
+/// When failed chunks are sent again: at once after the first failure, then after a pause that
+/// doubles with every round that still finds failures (1 s up to 30 s), so a broker that is
+/// still away is not hammered; a round that finds none resets it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resends {
+    pause: Duration,
+    next: Option<Instant>,
+}
+
+impl Resends {
+    pub const FIRST_PAUSE: Duration = Duration::from_secs(1);
+    pub const LONGEST_PAUSE: Duration = Duration::from_secs(30);
+
+    pub fn new() -> Self {
+        Self { pause: Self::FIRST_PAUSE, next: None }
+    }
+
+    /// Whether a resend round is due at `now`, with `failed` chunks waiting; a due round
+    /// schedules the next one.
+    pub fn due(&mut self, failed: usize, now: Instant) -> bool {
+        if failed == 0 {
+            return false;
+        }
+        match self.next {
+            Some(next) if now < next => false,
+            Some(_) => {
+                self.pause = (self.pause * 2).min(Self::LONGEST_PAUSE);
+                self.next = Some(now + self.pause);
+                true
+            }
+            None => {
+                self.next = Some(now + self.pause);
+                true
+            }
+        }
+    }
+}
+
+impl Resends {
+    /// Everything is delivered: the next failure is resent at once.
+    pub fn reset(&mut self) {
+        *self = Self::new();
+    }
+
+    /// Whether the round just started follows another that found failures.
+    pub fn repeated(&self) -> bool {
+        self.pause > Self::FIRST_PAUSE
+    }
+}
+
+impl Default for Resends {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Sends chunks keyed by machine id to the audio topic, each machine to the partition
 /// [`partition_of`] names, so that the pipeline worker reading it is the machine's owner.
 pub struct ChunkProducer {
-    producer: ThreadedProducer<DeliveryCounter>,
+    producer: ThreadedProducer<ChunkDeliveries>,
     settings: ProducerSettings,
     sent: u64,
     dropped: u64,
     schema_id: String,
     partitions: PartitionCount,
+    resends: Resends,
+    resent: u64,
+    /// Deliveries acknowledged to producers replaced by [`ChunkProducer::reconnect`].
+    delivered_before: u64,
 }
 
 /// The audio topic's partition count, learned from the broker's metadata. While the broker has
@@ -113,7 +212,7 @@ impl PartitionCount {
     const RETRY: Duration = Duration::from_secs(30);
     const WAIT: Duration = Duration::from_secs(2);
 
-    fn get(&mut self, producer: &ThreadedProducer<DeliveryCounter>, topic: &str) -> Option<u32> {
+    fn get(&mut self, producer: &ThreadedProducer<ChunkDeliveries>, topic: &str) -> Option<u32> {
         if self.count.is_none() && self.asked.is_none_or(|asked| asked.elapsed() >= Self::RETRY) {
             self.asked = Some(Instant::now());
             self.count = producer.client().fetch_metadata(Some(topic), Self::WAIT).ok().and_then(|metadata| {
@@ -130,7 +229,25 @@ impl PartitionCount {
 
 impl ChunkProducer {
     pub fn connect(settings: ProducerSettings) -> Result<Self, KafkaTransportError> {
-        let producer = ClientConfig::new()
+        let producer = Self::client(&settings)?;
+        let mut partitions = PartitionCount { count: None, asked: None };
+        partitions.get(&producer, &settings.topic);
+        Ok(Self {
+            producer,
+            settings,
+            sent: 0,
+            dropped: 0,
+            schema_id: chunk_schema_id(),
+            partitions,
+            resends: Resends::new(),
+            resent: 0,
+            delivered_before: 0,
+        })
+    }
+
+    /// A new librdkafka producer (a new idempotent session).
+    fn client(settings: &ProducerSettings) -> Result<ThreadedProducer<ChunkDeliveries>, KafkaTransportError> {
+        ClientConfig::new()
             .set("bootstrap.servers", &settings.brokers)
             .set("client.id", &settings.client_id)
             .set("enable.idempotence", "true")
@@ -139,16 +256,81 @@ impl ChunkProducer {
             .set("delivery.timeout.ms", settings.delivery_timeout.as_millis().max(1).to_string())
             .set("queue.buffering.max.kbytes", (settings.buffer_max_bytes / 1024).max(1).to_string())
             .set("message.max.bytes", (16 * 1024 * 1024).to_string())
-            .create_with_context(DeliveryCounter::default())
-            .map_err(|source| KafkaTransportError::Create { brokers: settings.brokers.clone(), source })?;
-        let mut partitions = PartitionCount { count: None, asked: None };
-        partitions.get(&producer, &settings.topic);
-        Ok(Self { producer, settings, sent: 0, dropped: 0, schema_id: chunk_schema_id(), partitions })
+            .create_with_context(ChunkDeliveries::default())
+            .map_err(|source| KafkaTransportError::Create { brokers: settings.brokers.clone(), source })
     }
 
-    /// Hands one chunk to the producer. A full buffer is waited on for `full_buffer_wait`,
-    /// then the chunk is dropped and counted (returns `Ok(false)`).
+    /// Replaces the producer with a new one, carrying over its failed chunks (and those of its
+    /// in-flight ones that fail within a second). A broker that lost or garbled its producer
+    /// state in a crash can refuse an idempotent session's every later record (tansu answers
+    /// "unknown broker error"); a new session has no such history.
+    fn reconnect(&mut self) -> Result<(), KafkaTransportError> {
+        let fresh = Self::client(&self.settings)?;
+        let old = std::mem::replace(&mut self.producer, fresh);
+        let _ = old.flush(Duration::from_secs(1));
+        let context = old.context();
+        self.delivered_before += context.delivered.load(Ordering::Relaxed);
+        let carried = std::mem::take(&mut *context.failed_chunks.lock().unwrap_or_else(PoisonError::into_inner));
+        let lost_in_flight = u64::try_from(old.in_flight_count()).unwrap_or(0);
+        self.dropped += lost_in_flight;
+        if let Some(error) = context.last_error.lock().ok().and_then(|last| last.clone()) {
+            *self.producer.context().last_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
+        }
+        self.producer.context().failed_chunks.lock().unwrap_or_else(PoisonError::into_inner).extend(carried);
+        Ok(())
+    }
+
+    /// Hands one chunk to the producer (after any failed chunks that are due to be sent
+    /// again). A full buffer is waited on for `full_buffer_wait`, then the chunk is dropped and
+    /// counted (returns `Ok(false)`).
     pub fn send(&mut self, chunk: &AudioChunk) -> Result<bool, KafkaTransportError> {
+        self.resend_due(Instant::now())?;
+        let handed = self.hand_over(Box::new(chunk.clone()))?;
+        if handed {
+            self.sent += 1;
+        } else {
+            self.dropped += 1;
+        }
+        Ok(handed)
+    }
+
+    /// Sends the failed chunks again if a round is due; drops the oldest of them while they
+    /// alone exceed the buffer.
+    fn resend_due(&mut self, now: Instant) -> Result<(), KafkaTransportError> {
+        let failed = {
+            let mut failed = self.producer.context().failed_chunks.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut bytes: usize = failed.iter().map(|chunk| chunk.payload.len()).sum();
+            while bytes > self.settings.buffer_max_bytes {
+                let Some(oldest) = failed.pop_front() else { break };
+                bytes -= oldest.payload.len();
+                self.dropped += 1;
+            }
+            if failed.is_empty() && self.producer.in_flight_count() == 0 {
+                self.resends.reset();
+            }
+            if !self.resends.due(failed.len(), now) {
+                return Ok(());
+            }
+            std::mem::take(&mut *failed)
+        };
+        // Chunks sent again last round failed again: start a new session before this one.
+        if self.resends.repeated() {
+            tracing::warn!("deliveries keep failing: starting a new producer session");
+            self.reconnect()?;
+        }
+        tracing::warn!(chunks = failed.len(), "sending chunks again after a failed delivery");
+        for chunk in failed {
+            if self.hand_over(chunk)? {
+                self.resent += 1;
+            } else {
+                self.dropped += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands `chunk` to librdkafka; `Ok(false)` if its buffer stayed full for `full_buffer_wait`.
+    fn hand_over(&mut self, chunk: Box<AudioChunk>) -> Result<bool, KafkaTransportError> {
         let value = chunk.encode();
         let sequence = chunk.sequence.to_string();
         let partition = self
@@ -156,31 +338,31 @@ impl ChunkProducer {
             .get(&self.producer, &self.settings.topic)
             .map(|count| partition_of(&chunk.machine_id, count));
         let deadline = Instant::now() + self.settings.full_buffer_wait;
+        let mut chunk = chunk;
         loop {
             let headers = OwnedHeaders::new_with_capacity(3)
                 .insert(Header { key: HEADER_SCHEMA, value: Some(self.schema_id.as_str()) })
                 .insert(Header { key: HEADER_MACHINE_TYPE, value: Some(chunk.machine_type.as_str()) })
                 .insert(Header { key: HEADER_SEQUENCE, value: Some(sequence.as_str()) });
-            let mut record = BaseRecord::to(&self.settings.topic)
-                .key(chunk.machine_id.as_str())
+            let key = chunk.machine_id.to_string();
+            let timestamp_ms = chunk.capture_start_us / 1000;
+            let mut record = BaseRecord::with_opaque_to(&self.settings.topic, chunk)
+                .key(key.as_str())
                 .payload(&value)
-                .timestamp(chunk.capture_start_us / 1000)
+                .timestamp(timestamp_ms)
                 .headers(headers);
             if let Some(partition) = partition {
                 record = record.partition(partition);
             }
             match self.producer.send(record) {
-                Ok(()) => {
-                    self.sent += 1;
-                    return Ok(true);
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) if Instant::now() < deadline => {
+                Ok(()) => return Ok(true),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), record))
+                    if Instant::now() < deadline =>
+                {
+                    chunk = record.delivery_opaque;
                     std::thread::sleep(Duration::from_millis(20));
                 }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    self.dropped += 1;
-                    return Ok(false);
-                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => return Ok(false),
                 Err((source, _)) => {
                     return Err(KafkaTransportError::Send { topic: self.settings.topic.clone(), source });
                 }
@@ -188,9 +370,24 @@ impl ChunkProducer {
         }
     }
 
-    /// Waits up to `timeout` for every handed-over chunk to be acknowledged, then reports.
-    pub fn flush(&self, timeout: Duration) -> DeliveryReport {
-        let _ = self.producer.flush(timeout);
+    /// Waits up to `timeout` for every handed-over chunk to be acknowledged, sending failed
+    /// ones again as their rounds come due, then reports.
+    pub fn flush(&mut self, timeout: Duration) -> DeliveryReport {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            let _ = self.producer.flush((deadline - now).min(Duration::from_millis(500)));
+            if self.resend_due(Instant::now()).is_err() {
+                break;
+            }
+            let failed = self.producer.context().failed_chunks.lock().unwrap_or_else(PoisonError::into_inner).len();
+            if failed == 0 && self.producer.in_flight_count() == 0 {
+                break;
+            }
+        }
         self.report()
     }
 
@@ -199,8 +396,9 @@ impl ChunkProducer {
         let context = self.producer.context();
         DeliveryReport {
             sent: self.sent,
-            delivered: context.delivered.load(Ordering::Relaxed),
-            failed: context.failed.load(Ordering::Relaxed),
+            delivered: self.delivered_before + context.delivered.load(Ordering::Relaxed),
+            failed: context.failed_chunks.lock().unwrap_or_else(PoisonError::into_inner).len() as u64,
+            resent: self.resent,
             dropped: self.dropped,
             unflushed: u64::try_from(self.producer.in_flight_count()).unwrap_or(0),
             last_error: context.last_error.lock().ok().and_then(|last| last.clone()),
@@ -261,5 +459,33 @@ impl EventProducer {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resends_start_at_once_then_back_off_to_a_ceiling_and_reset_when_none_fail() {
+        let start = Instant::now();
+        let mut resends = Resends::new();
+        assert!(!resends.due(0, start), "nothing failed");
+        assert!(resends.due(3, start), "the first round is at once");
+        assert!(!resends.due(3, start + Duration::from_millis(999)));
+        assert!(resends.due(3, start + Duration::from_secs(1)));
+        // Then 2 s, 4 s, ... up to 30 s between rounds.
+        assert!(!resends.due(3, start + Duration::from_millis(2_999)));
+        assert!(resends.due(3, start + Duration::from_secs(3)));
+        let mut at = start + Duration::from_secs(3);
+        for _ in 0..10 {
+            at += Resends::LONGEST_PAUSE;
+            assert!(resends.due(1, at));
+        }
+        assert!(!resends.due(1, at + Resends::LONGEST_PAUSE - Duration::from_millis(1)), "the pause stops growing");
+        assert!(!resends.due(0, at + Resends::LONGEST_PAUSE), "nothing failed");
+        resends.reset();
+        assert!(resends.due(1, at), "once all is delivered, the next failure is resent at once");
+        assert!(!resends.repeated());
     }
 }
