@@ -4,6 +4,7 @@
 use auscult_pipeline::dataflow::{MachineSummary, WorkerReport};
 use auscult_pipeline::fleet::FleetRow;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::path::Path;
 use std::time::Duration;
@@ -37,7 +38,10 @@ pub struct RunTotals {
     pub latency_ahead: u64,
     pub archive_files: usize,
     pub archive_rows: u64,
+    /// The first lines of each reason (see `skipped_by_reason` for all).
     pub skipped: Vec<String>,
+    /// Inputs skipped, by reason (the run's own checks of its inputs count as "input").
+    pub skipped_by_reason: BTreeMap<String, u64>,
     pub max_state_bytes: usize,
     pub wall_s: f64,
     pub x_real_time: f64,
@@ -48,6 +52,15 @@ impl RunTotals {
         let mut machines: Vec<MachineSummary> =
             reports.iter().flat_map(|report| report.machines.iter().cloned()).collect();
         machines.sort_by(|a, b| a.machine_id.cmp(&b.machine_id));
+        let mut skipped_by_reason: BTreeMap<String, u64> = BTreeMap::new();
+        if !skipped.is_empty() {
+            skipped_by_reason.insert("input".to_owned(), skipped.len() as u64);
+        }
+        for report in reports {
+            for (reason, count) in &report.skipped_by_reason {
+                *skipped_by_reason.entry(reason.clone()).or_default() += count;
+            }
+        }
         skipped.extend(reports.iter().flat_map(|report| report.skipped.iter().cloned()));
         // Audio of this run: restored machines count only what they heard since.
         let audio_s: f64 =
@@ -76,6 +89,7 @@ impl RunTotals {
             machines,
             audio_s,
             skipped,
+            skipped_by_reason,
             wall_s,
         }
     }
@@ -170,7 +184,10 @@ pub fn print_run_summary(out: &mut impl Write, totals: &RunTotals, archive: Opti
         )?;
     }
     if !totals.skipped.is_empty() {
-        writeln!(out, "skipped {} input(s):", totals.skipped.len())?;
+        let total: u64 = totals.skipped_by_reason.values().sum();
+        let reasons: Vec<String> =
+            totals.skipped_by_reason.iter().map(|(reason, count)| format!("{count} {reason}")).collect();
+        writeln!(out, "skipped {total} input(s) ({}); the first of each reason:", reasons.join(", "))?;
         for line in &totals.skipped {
             writeln!(out, "  {line}")?;
         }

@@ -264,8 +264,9 @@ pub fn execute(args: RunArgs, mut config: Config) -> Result<()> {
         write_summary_json(path, &reports, &totals)?;
     }
     let sink_errors: Vec<&String> = reports.iter().flat_map(|report| &report.sink_errors).collect();
+    let sink_error_count: u64 = reports.iter().map(|report| report.sink_error_count).sum();
     if !sink_errors.is_empty() {
-        bail!("{} output error(s); first: {}", sink_errors.len(), sink_errors[0]);
+        bail!("{sink_error_count} output error(s); first: {}", sink_errors[0]);
     }
     Ok(())
 }

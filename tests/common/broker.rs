@@ -30,10 +30,20 @@ impl Broker {
 
     /// Kills the broker (SIGKILL, as a crash) and starts it again on the same port and storage.
     pub fn crash_and_restart(&mut self, down_for: Duration) {
+        self.crash();
+        std::thread::sleep(down_for);
+        self.restart();
+    }
+
+    /// Kills the broker (SIGKILL, as a crash).
+    pub fn crash(&mut self) {
         let pid = std::fs::read_to_string(self.dir.path().join("broker.pid")).expect("a running broker");
         let killed = Command::new("kill").args(["-9", pid.trim()]).status().expect("kill runs");
         assert!(killed.success());
-        std::thread::sleep(down_for);
+    }
+
+    /// Starts a crashed broker again on the same port and storage.
+    pub fn restart(&mut self) {
         let port = self.address.rsplit(':').next().expect("host:port").to_owned();
         let address = Self::run_start_script(self.dir.path(), Some(&port), &self.storage);
         assert_eq!(address, self.address);

@@ -16,7 +16,7 @@ use auscult_schemas::{partition_of, AudioChunk};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig, ThreadedProducer};
 use rdkafka::ClientContext;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -267,11 +267,20 @@ impl ChunkProducer {
     fn reconnect(&mut self) -> Result<(), KafkaTransportError> {
         let fresh = Self::client(&self.settings)?;
         let old = std::mem::replace(&mut self.producer, fresh);
+        // The old session's queued and in-flight chunks fail at once (purged) and come back
+        // through its delivery reports, to be carried over with the others.
+        old.purge(PurgeConfig::default().queue().inflight());
         let _ = old.flush(Duration::from_secs(1));
         let context = old.context();
         self.delivered_before += context.delivered.load(Ordering::Relaxed);
         let carried = std::mem::take(&mut *context.failed_chunks.lock().unwrap_or_else(PoisonError::into_inner));
         let lost_in_flight = u64::try_from(old.in_flight_count()).unwrap_or(0);
+        if lost_in_flight > 0 {
+            tracing::warn!(
+                chunks = lost_in_flight,
+                "chunks of the old producer session neither delivered nor returned"
+            );
+        }
         self.dropped += lost_in_flight;
         if let Some(error) = context.last_error.lock().ok().and_then(|last| last.clone()) {
             *self.producer.context().last_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);

@@ -122,7 +122,7 @@ impl WorkerCheckpoints {
             return true;
         }
         if let Err(error) = self.store.mark_committed(covered_until_us) {
-            report.sink_errors.push(error.to_string());
+            report.sink_error(error.to_string());
             return false;
         }
         self.marked_until_us = Some(covered_until_us);
@@ -149,7 +149,7 @@ pub(super) fn write_checkpoint(state: &mut WorkerState, boundary: u64) {
             checkpoints.written_until_us = Some(covered_until_us);
             report.checkpoints_written += 1;
         }
-        Err(error) => report.sink_errors.push(error.to_string()),
+        Err(error) => report.sink_error(error.to_string()),
     }
 }
 

@@ -110,7 +110,7 @@ pub(super) fn drive_from_kafka(
     let (mut consumer, mut registry_consumer) = match connected {
         Ok(connected) => connected,
         Err(error) => {
-            state.borrow_mut().report.sink_errors.push(error.to_string());
+            state.borrow_mut().report.sink_error(error.to_string());
             return;
         }
     };
@@ -123,7 +123,10 @@ pub(super) fn drive_from_kafka(
     loop {
         if let Some(registry_consumer) = &mut registry_consumer {
             let (changes, refused) = registry_consumer.poll();
-            state.borrow_mut().report.skipped.extend(refused);
+            let report = &mut state.borrow_mut().report;
+            for line in refused {
+                report.skip("registry entry refused", line);
+            }
             for change in changes {
                 enter_registry_change(registry, &mut entries, change, |id| placement.worker_of(id) == index as u64);
             }
@@ -141,7 +144,7 @@ pub(super) fn drive_from_kafka(
                 for line in polled.rejected {
                     tracing::warn!(worker = index, "dead letter: {line}");
                     state.report.dead_letters += 1;
-                    state.report.skipped.push(line);
+                    state.report.skip("dead letter", line);
                 }
                 state.report.chunks_read += polled.chunks.len() as u64;
                 let threads = state.threads;
@@ -282,7 +285,7 @@ fn commit_durable(
     }
     match consumer.commit(&positions) {
         Ok(()) => state.report.committed_offsets.extend(positions),
-        Err(error) => state.report.sink_errors.push(format!("cannot commit offsets {positions:?}: {error}")),
+        Err(error) => state.report.sink_error(format!("cannot commit offsets {positions:?}: {error}")),
     }
 }
 

@@ -63,8 +63,6 @@ use timely::worker::Worker;
 const EPOCHS_IN_FLIGHT: u64 = 2;
 /// Most latency samples a worker keeps.
 const MAX_LATENCY_SAMPLES: usize = 1_000_000;
-/// Most lines a worker writes about chunks refused for `stream.max_machines` (the rest are counted).
-const MAX_REFUSED_LINES: u64 = 20;
 
 /// Everything one run needs.
 #[derive(Clone)]
@@ -125,8 +123,11 @@ pub struct WorkerReport {
     pub worker: usize,
     pub chunks_read: u64,
     pub machines: Vec<MachineSummary>,
-    /// One line per input that was skipped, naming it and why.
+    /// One line per input that was skipped, naming it and why: the first
+    /// [`FIRST_LINES_PER_REASON`] of each reason (all are counted in `skipped_by_reason`).
     pub skipped: Vec<String>,
+    /// Inputs skipped, by reason.
+    pub skipped_by_reason: BTreeMap<String, u64>,
     pub archive_files: usize,
     pub archive_rows: u64,
     pub events_written: u64,
@@ -162,8 +163,32 @@ pub struct WorkerReport {
     pub bytes_exchanged: u64,
     pub bytes_exchanged_between_processes: u64,
     /// Sink failures (archive, event output or checkpoint); a run with any is a failed run
-    /// and commits no more offsets.
+    /// and commits no more offsets. The first [`FIRST_LINES_PER_REASON`]; all are counted.
     pub sink_errors: Vec<String>,
+    pub sink_error_count: u64,
+}
+
+/// Lines a report keeps of each reason for skipping input, and of sink errors: a flood of bad
+/// records is counted, not listed, so it cannot grow memory.
+pub const FIRST_LINES_PER_REASON: u64 = 20;
+
+impl WorkerReport {
+    /// Notes a skipped input: counted under `reason`, its line kept among the first of them.
+    pub fn skip(&mut self, reason: &str, line: String) {
+        let count = self.skipped_by_reason.entry(reason.to_owned()).or_default();
+        *count += 1;
+        if *count <= FIRST_LINES_PER_REASON {
+            self.skipped.push(line);
+        }
+    }
+
+    /// Notes a sink failure (the run has failed).
+    pub fn sink_error(&mut self, line: String) {
+        self.sink_error_count += 1;
+        if self.sink_error_count <= FIRST_LINES_PER_REASON {
+            self.sink_errors.push(line);
+        }
+    }
 }
 
 /// Runs the dataflow on the workers and processes that `timely_args` describe (`-w`, `-n`,
@@ -340,3 +365,25 @@ fn machine_summaries(monitors: &HashMap<MachineId, MachineMonitor>) -> Vec<Machi
 
 type ChunkInput = InputHandle<u64, CapacityContainerBuilder<Vec<AudioChunk>>>;
 type RegistryInput = InputSession<u64, (MachineId, String), isize>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_of_one_reason_is_counted_and_only_its_first_lines_kept() {
+        let mut report = WorkerReport::default();
+        for index in 0..10_000 {
+            report.skip("dead letter", format!("kafka:auscult.audio/0@{index}: not an auscult chunk"));
+        }
+        report.skip("input unreadable", "a.wav: not a WAV file".to_owned());
+        assert_eq!(report.skipped_by_reason["dead letter"], 10_000);
+        assert_eq!(report.skipped_by_reason["input unreadable"], 1);
+        assert_eq!(report.skipped.len() as u64, FIRST_LINES_PER_REASON + 1);
+        assert!(report.skipped.last().unwrap().starts_with("a.wav"), "another reason still gets its lines");
+        for _ in 0..100 {
+            report.sink_error("disk full".to_owned());
+        }
+        assert_eq!((report.sink_errors.len() as u64, report.sink_error_count), (FIRST_LINES_PER_REASON, 100));
+    }
+}

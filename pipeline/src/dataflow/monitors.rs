@@ -10,7 +10,7 @@
 
 use super::checkpoints::write_checkpoint;
 use super::epoch_stash::EpochStash;
-use super::{wall_clock_us, FleetUpdate, WorkerState, MAX_LATENCY_SAMPLES, MAX_REFUSED_LINES};
+use super::{wall_clock_us, FleetUpdate, WorkerState, MAX_LATENCY_SAMPLES};
 use crate::config::Config;
 use crate::fleet::{FleetFact, FleetKey, MachineStatus};
 use crate::model::{MachineMonitor, MonitorOutput};
@@ -194,12 +194,13 @@ fn monitor_epoch(
             let share = config.stream.max_machines.div_ceil(*peers).max(1);
             if monitors.len() >= share {
                 report.chunks_refused += 1;
-                if report.chunks_refused <= MAX_REFUSED_LINES {
-                    report.skipped.push(format!(
+                report.skip(
+                    "machine refused (stream.max_machines)",
+                    format!(
                         "{}: machine {} refused: this run keeps state for at most {} machines (stream.max_machines), {share} on each of its {peers} workers",
                         chunk.origin, chunk.machine_id, config.stream.max_machines
-                    ));
-                }
+                    ),
+                );
                 continue;
             }
             let mut monitor = MachineMonitor::new(chunk.machine_id.clone(), chunk.machine_type.clone(), config);
@@ -209,7 +210,7 @@ fn monitor_epoch(
         let monitor = monitors.get_mut(&chunk.machine_id).expect("inserted above");
         if let Err(error) = monitor.accept(&chunk, &mut made) {
             tracing::warn!(source = %chunk.origin, "skipped: {error}");
-            report.skipped.push(format!("{}: {error}", chunk.origin));
+            report.skip("chunk not processed", format!("{}: {error}", chunk.origin));
         }
     }
     // Fleet facts: each window, and each touched machine's status where it changed.

@@ -36,7 +36,7 @@ pub(super) fn drive_from_plan(
                     Some(Ok(chunk)) => *peeked = Some(chunk),
                     Some(Err(error)) => {
                         tracing::warn!(worker = index, "skipped: {error}");
-                        state.borrow_mut().report.skipped.push(error.to_string());
+                        state.borrow_mut().report.skip("input unreadable", error.to_string());
                     }
                     None => break,
                 }
@@ -65,7 +65,7 @@ pub(super) fn drive_from_plan(
                     Some(Ok(next)) => *peeked = Some(next),
                     Some(Err(error)) => {
                         tracing::warn!(worker = index, "skipped: {error}");
-                        state.borrow_mut().report.skipped.push(error.to_string());
+                        state.borrow_mut().report.skip("input unreadable", error.to_string());
                     }
                     None => {}
                 }

@@ -70,10 +70,10 @@ pub(super) fn fleet_sink<'scope>(
                             })
                             .and_then(|()| writer.flush());
                         if let Err(error) = written {
-                            state.report.sink_errors.push(error.to_string());
+                            state.report.sink_error(error.to_string());
                         }
                     } else if let Some(Err(error)) = fleet_writer.as_ref() {
-                        state.report.sink_errors.push(error.to_string());
+                        state.report.sink_error(error.to_string());
                     }
                     state.report.fleet_updates += rows.len() as u64;
                     state.report.fleet = view.rows();
@@ -162,10 +162,10 @@ pub(super) fn event_sink<'scope>(
                                 events.iter().try_for_each(|event| writer.write(event)).and_then(|()| writer.flush());
                             match written {
                                 Ok(()) => state.report.events_written += events.len() as u64,
-                                Err(error) => state.report.sink_errors.push(error.to_string()),
+                                Err(error) => state.report.sink_error(error.to_string()),
                             }
                         }
-                        Some(Err(error)) => state.report.sink_errors.push(error.to_string()),
+                        Some(Err(error)) => state.report.sink_error(error.to_string()),
                         None => state.report.events_written += events.len() as u64,
                     }
                 }
@@ -190,9 +190,9 @@ fn commit_batch(
                 state.report.archive_files += files.len();
                 state.report.archive_rows += files.iter().map(|file| file.rows as u64).sum::<u64>();
             }
-            Err(error) => state.report.sink_errors.push(error.to_string()),
+            Err(error) => state.report.sink_error(error.to_string()),
         },
-        Err(error) => state.report.sink_errors.push(error.to_string()),
+        Err(error) => state.report.sink_error(error.to_string()),
     }
     // The capability is dropped here, after the files are renamed into place: the batch's epochs are durable.
 }
