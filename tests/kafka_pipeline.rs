@@ -572,7 +572,7 @@ except duckdb.Error:
 }
 
 #[test]
-fn a_pipeline_killed_mid_stream_loses_nothing_and_its_repeats_carry_the_same_ids() {
+fn a_pipeline_killed_four_times_mid_stream_loses_nothing_and_its_repeats_carry_the_same_ids() {
     let broker = broker_with_topics();
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name);
@@ -620,6 +620,22 @@ fn a_pipeline_killed_mid_stream_loses_nothing_and_its_repeats_carry_the_same_ids
     }
     first.signal("KILL");
     first.wait();
+    // Three more restarts, each killed a few seconds in while the agent still sends: each
+    // restored run replays a backlog, in which audio can arrive late (after the idle rule moved
+    // the frontier), the case that once lost archive rows (bench/kafka_crashes.sh, seed 2).
+    for seconds in [2.5, 3.5, 3.0] {
+        let restarted = Spawned::start(
+            pipeline("crashing")
+                .arg("--state")
+                .arg(path("state"))
+                .arg("--archive")
+                .arg(path("archive"))
+                .stderr(std::process::Stdio::null()),
+        );
+        std::thread::sleep(Duration::from_secs_f64(seconds));
+        restarted.signal("KILL");
+        restarted.wait();
+    }
     assert!(agent.wait().success());
 
     // Restarted from its state, it reads from the committed offsets to the end.

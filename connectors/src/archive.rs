@@ -5,8 +5,10 @@
 //! (machine, window start), zstd-compressed, with the feature settings in each file's footer.
 //! A file appears only when complete: it is written under a temporary name in its folder,
 //! synced, renamed, and the folder synced. Names are deterministic
-//! (`part-{batch:012}-w{worker:03}-{index:03}.parquet`), so re-committing a batch after a
-//! restart replaces a file with identical content instead of doubling rows.
+//! (`part-{batch:012}-w{worker:03}-{index:03}.parquet`, the batch being its first epoch), so a
+//! batch written again after a restart replaces its file instead of doubling rows. That is safe
+//! because a restored run writes only epochs after its checkpoint's boundary (the pipeline
+//! starts its input there): a file it replaces held nothing durable.
 
 use arrow_array::builder::{FixedSizeListBuilder, Float32Builder};
 use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray, UInt32Array};

@@ -281,6 +281,14 @@ fn run_worker(worker: &mut Worker, plan: &RunPlan, threads: usize) -> WorkerRepo
     });
 
     let mut registry_input = registry_handle.expect("made with the dataflow");
+    // A run restored from a checkpoint starts after its boundary: the state holds everything
+    // up to there, so whatever comes is of a later epoch, even audio an earlier run read late.
+    // No row of this run then lands in an archive batch that an earlier run made durable.
+    if let Some(start) = plan.checkpoints.as_ref().and_then(|c| c.covered_until_us).map(|us| epoch_of(us, epoch_us)) {
+        input.advance_to(start);
+        registry_input.advance_to(start);
+        registry_input.flush();
+    }
     match &plan.source {
         SourcePlan::Kafka(source) => {
             let inputs = kafka_input::Inputs { chunks: &mut input, registry: &mut registry_input };
