@@ -16,7 +16,7 @@ print(json.dumps(compose))
     let compose: serde_json::Value =
         serde_json::from_str(&python_ok(script, &[&repo().join("docker-compose.yml")])).expect("JSON");
     let services = compose["services"].as_object().expect("services");
-    for name in ["kafka", "topics", "auscult-0", "auscult-1", "agents", "anomalies"] {
+    for name in ["kafka", "topics", "auscult-0", "auscult-1", "agents", "anomalies", "prometheus", "grafana"] {
         assert!(services.contains_key(name), "no service {name}");
     }
     let kafka = &services["kafka"];
@@ -47,6 +47,24 @@ print(json.dumps(compose))
         }
     }
     assert_eq!(checked, 4, "topics, auscult-0, auscult-1 and agents run auscult");
+    // Every file a service mounts from the repo is there, and Prometheus scrapes every process
+    // that serves metrics.
+    for (name, service) in services {
+        for volume in service["volumes"].as_array().into_iter().flatten() {
+            let source = volume.as_str().unwrap().split(':').next().unwrap();
+            if let Some(path) = source.strip_prefix("./") {
+                assert!(repo().join(path).exists(), "{name} mounts {source}, which is not in the repo");
+            }
+        }
+    }
+    let prometheus = std::fs::read_to_string(repo().join("deploy/prometheus.yml")).unwrap();
+    for (name, service) in services {
+        let serves = service["command"].as_array().into_iter().flatten().any(|arg| arg == "--metrics");
+        if serves {
+            let target = format!("{}:9100", service["hostname"].as_str().unwrap_or(name));
+            assert!(prometheus.contains(&target), "deploy/prometheus.yml does not scrape {target}");
+        }
+    }
     processes.sort_unstable();
     assert_eq!(processes, vec![0, 1]);
 }

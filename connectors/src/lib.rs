@@ -4,11 +4,13 @@
 //! folders (with [`layout`] naming machines from paths), and the built-in [`simulator`];
 //! [`kafka`] carries chunks from edge agents to the pipeline.
 //! Sinks take what the pipeline made: [`events`] writes anomaly events as JSON Lines, and
-//! [`archive`] writes window rows as Hive-partitioned Parquet. Nothing here knows about timely.
+//! [`archive`] writes window rows as Hive-partitioned Parquet. [`metrics_endpoint`] serves
+//! Prometheus metrics and health probes over HTTP. Nothing here knows about timely.
 
 pub mod archive;
 pub mod events;
 pub mod kafka;
 pub mod layout;
+pub mod metrics_endpoint;
 pub mod simulator;
 pub mod wav;

@@ -18,6 +18,18 @@ pub struct Config {
     pub stream: StreamConfig,
     pub archive: ArchiveSettings,
     pub kafka: KafkaConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// Prometheus metrics and health probes of `run` and `agent` (`--metrics` overrides).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Where to serve `/metrics`, `/healthz` and `/readyz` (`host:port`); none by default.
+    pub address: Option<String>,
+    /// Also count windows per machine (a `machine` label): off by default, since its values
+    /// grow with the fleet and every value is a series Prometheus keeps.
+    pub machine_labels: bool,
 }
 
 /// How audio becomes log-mel frames (librosa's parameter names).

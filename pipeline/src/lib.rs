@@ -11,6 +11,7 @@ pub mod dataflow;
 pub mod dsp;
 pub mod eval;
 pub mod fleet;
+pub mod metrics;
 pub mod model;
 pub mod sources;
 

@@ -153,6 +153,26 @@ pub enum ChunkError {
     NonFiniteSample { index: usize },
 }
 
+impl ChunkError {
+    /// A short, fixed name of the reason, for counting refusals by kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::BadMagic => "bad_magic",
+            Self::UnsupportedVersion { .. } => "unsupported_version",
+            Self::Truncated { .. } => "truncated",
+            Self::HeaderTooLarge { .. } => "header_too_large",
+            Self::BadHeader { .. } => "bad_header",
+            Self::BadMachine(_) => "bad_machine",
+            Self::AbsurdSampleRate(_) => "absurd_sample_rate",
+            Self::AbsurdChannels(_) => "absurd_channels",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::RaggedPayload { .. } => "ragged_payload",
+            Self::EmptyPayload => "empty_payload",
+            Self::NonFiniteSample { .. } => "non_finite_sample",
+        }
+    }
+}
+
 impl AudioChunk {
     /// Bytes of one frame (one sample of every channel).
     pub fn frame_bytes(&self) -> usize {

@@ -3,7 +3,8 @@
 //! real time or faster, and says at the end what was delivered, failed or dropped.
 
 use anyhow::{bail, Context, Result};
-use auscult_connectors::kafka::{ChunkProducer, DeliveryReport, ProducerSettings};
+use auscult_connectors::kafka::{AgentMetrics, ChunkProducer, DeliveryReport, ProducerSettings};
+use auscult_connectors::metrics_endpoint::{MetricsEndpoint, Pages};
 use auscult_pipeline::sources::{MachineStream, SourcePlan};
 use auscult_pipeline::Config;
 use auscult_schemas::{AudioChunk, ChunkOrigin, MachineId, MachineType, SampleFormat};
@@ -64,6 +65,10 @@ pub struct AgentArgs {
     /// Capture time of the first sample (RFC 3339); default: now.
     #[arg(long)]
     pub start_time: Option<String>,
+    /// Serve Prometheus metrics (`/metrics`) and health probes (`/healthz`, `/readyz`) on
+    /// this address, `host:port` (`metrics.address`).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
 }
 
 fn parse_format(text: &str) -> Result<SampleFormat, String> {
@@ -103,6 +108,14 @@ pub fn execute(args: AgentArgs, config: Config) -> Result<()> {
         signal_hook::flag::register(signal, Arc::clone(&stop)).context("cannot install a signal handler")?;
     }
     let mut producer = ChunkProducer::connect(settings.clone())?;
+    let _endpoint = match args.metrics.as_ref().or(config.metrics.address.as_ref()) {
+        Some(address) => {
+            let endpoint = MetricsEndpoint::serve(address, Arc::new(AgentPages(producer.metrics())))?;
+            eprintln!("auscult agent: metrics on http://{}/metrics", endpoint.address());
+            Some(endpoint)
+        }
+        None => None,
+    };
     eprintln!("auscult agent: producing to {} on {}", settings.topic, settings.brokers);
     let pacer = Pacer { started: Instant::now(), start_time_us, speed: args.speed };
     let mut sent = SentPerMachine::new();
@@ -135,6 +148,22 @@ pub fn execute(args: AgentArgs, config: Config) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// What the agent's endpoint serves: it is alive and ready while it runs (its producer
+/// connected before the endpoint started, and retries on its own while the broker is away).
+struct AgentPages(Arc<AgentMetrics>);
+
+impl Pages for AgentPages {
+    fn metrics(&self) -> String {
+        self.0.encode()
+    }
+    fn healthy(&self) -> Result<(), String> {
+        Ok(())
+    }
+    fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 fn plan(args: &AgentArgs, config: &Config) -> Result<SourcePlan> {

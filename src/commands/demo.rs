@@ -75,6 +75,7 @@ pub fn execute(args: DemoArgs, config: Config) -> Result<()> {
         fleet: None,
         checkpoints: None,
         stop: Default::default(),
+        metrics: None,
     };
     let started = Instant::now();
     let reports =

@@ -5,9 +5,11 @@ use anyhow::{bail, Context, Result};
 use auscult_connectors::events::EventTarget;
 use auscult_connectors::kafka::partition_count;
 use auscult_connectors::layout::discover;
+use auscult_connectors::metrics_endpoint::{MetricsEndpoint, Pages};
 use auscult_connectors::simulator::{fleet, FleetSpec};
 use auscult_pipeline::checkpoint;
 use auscult_pipeline::dataflow::{run, CheckpointPlan, RunPlan, WorkerReport};
+use auscult_pipeline::metrics::PipelineMetrics;
 use auscult_pipeline::sources::{KafkaSource, SourcePlan};
 use auscult_pipeline::Config;
 use auscult_schemas::time::rfc3339;
@@ -138,6 +140,10 @@ pub struct RunArgs {
     /// Also write the run summary as JSON here.
     #[arg(long)]
     pub summary_json: Option<PathBuf>,
+    /// Serve Prometheus metrics (`/metrics`) and health probes (`/healthz`, `/readyz`) on
+    /// this address, `host:port` (`metrics.address`).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
     #[command(flatten)]
     pub cluster: ClusterArgs,
     #[command(flatten)]
@@ -191,6 +197,22 @@ pub fn local_plan(
 
 pub fn execute(args: RunArgs, mut config: Config) -> Result<()> {
     args.overrides.apply(&mut config)?;
+    if let Some(address) = &args.metrics {
+        config.metrics.address = Some(address.clone());
+    }
+    // Served from the start, so that `/readyz` says so while the state is restored.
+    let metrics = config.metrics.address.as_ref().map(|_| {
+        let workers = args.cluster.workers.max(1);
+        Arc::new(PipelineMetrics::new(args.cluster.process * workers, workers, config.metrics.machine_labels))
+    });
+    let _endpoint = match (&config.metrics.address, &metrics) {
+        (Some(address), Some(metrics)) => {
+            let endpoint = MetricsEndpoint::serve(address, Arc::new(PipelinePages(Arc::clone(metrics))))?;
+            eprintln!("metrics on http://{}/metrics", endpoint.address());
+            Some(endpoint)
+        }
+        _ => None,
+    };
     let mut skipped = Vec::new();
     let simulation = Simulation { seed: args.seed, snr_db: args.snr, duration_s: args.duration };
     let mut source = match local_plan(args.input.as_deref(), args.simulate, &simulation, &config, &mut skipped)? {
@@ -254,8 +276,16 @@ pub fn execute(args: RunArgs, mut config: Config) -> Result<()> {
                 .context("cannot install a signal handler")?;
         }
     }
-    let plan =
-        RunPlan { config, source, events: Some(events), archive_dir: args.archive.clone(), fleet, checkpoints, stop };
+    let plan = RunPlan {
+        config,
+        source,
+        events: Some(events),
+        archive_dir: args.archive.clone(),
+        fleet,
+        checkpoints,
+        stop,
+        metrics,
+    };
     let started = Instant::now();
     let reports = run(plan, args.cluster.timely_args()).map_err(anyhow::Error::msg).context("the dataflow failed")?;
     let totals = RunTotals::new(&reports, skipped, started.elapsed());
@@ -269,6 +299,21 @@ pub fn execute(args: RunArgs, mut config: Config) -> Result<()> {
         bail!("{sink_error_count} output error(s); first: {}", sink_errors[0]);
     }
     Ok(())
+}
+
+/// What the pipeline's endpoint serves.
+struct PipelinePages(Arc<PipelineMetrics>);
+
+impl Pages for PipelinePages {
+    fn metrics(&self) -> String {
+        self.0.encode()
+    }
+    fn healthy(&self) -> Result<(), String> {
+        self.0.healthy()
+    }
+    fn ready(&self) -> Result<(), String> {
+        self.0.ready()
+    }
 }
 
 pub fn write_summary_json(path: &std::path::Path, reports: &[WorkerReport], totals: &RunTotals) -> Result<()> {

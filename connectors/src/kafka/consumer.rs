@@ -11,16 +11,48 @@ use super::producer::KafkaTransportError;
 use auscult_schemas::chunk::MAX_PAYLOAD_BYTES;
 use auscult_schemas::{AudioChunk, ChunkOrigin};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::statistics::Statistics;
+use rdkafka::ClientContext;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 /// How long a commit waits for the dead letters before it to be acknowledged.
 const DEAD_LETTER_FLUSH: Duration = Duration::from_secs(30);
+
+/// How often librdkafka reports its statistics (the consumer lag among them), ms.
+const LAG_STATISTICS_MS: &str = "1000";
+
+/// The consumer's context: keeps the lag per partition from librdkafka's statistics (the high
+/// watermarks it fetches anyway: no request of our own).
+pub(crate) struct LagStatistics {
+    topic: String,
+    lag: Mutex<BTreeMap<i32, i64>>,
+}
+
+impl ClientContext for LagStatistics {
+    fn stats(&self, statistics: Statistics) {
+        let Some(topic) = statistics.topics.get(&self.topic) else { return };
+        let mut lag = self.lag.lock().unwrap_or_else(PoisonError::into_inner);
+        for partition in topic.partitions.values() {
+            // librdkafka lists an internal partition -1, and negative offsets where it knows none.
+            // Its own `consumer_lag` counts from the committed offset; this counts from what the
+            // application has taken (or, before anything, from where fetching stands).
+            if partition.partition < 0 || partition.hi_offset < 0 {
+                continue;
+            }
+            let position = [partition.app_offset, partition.next_offset].into_iter().find(|&o| o >= 0).unwrap_or(0);
+            lag.insert(partition.partition, (partition.hi_offset - position).max(0));
+        }
+    }
+}
+
+impl ConsumerContext for LagStatistics {}
 
 /// Header of a dead letter saying why the record was refused.
 pub const HEADER_ERROR: &str = "auscult-error";
@@ -42,17 +74,26 @@ pub struct ConsumerSettings {
 #[derive(Debug, Default)]
 pub struct Polled {
     pub chunks: Vec<AudioChunk>,
-    /// One line per record sent to the dead-letter topic.
-    pub rejected: Vec<String>,
+    /// The records sent to the dead-letter topic.
+    pub rejected: Vec<DeadLetter>,
     /// Whether every assigned partition has been read to its end.
     pub caught_up: bool,
     /// For each partition read from, the offset after the last record taken.
     pub positions: BTreeMap<i32, i64>,
 }
 
+/// A record refused and sent to the dead-letter topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// A short, fixed name of the reason (for counting: `bad_magic`, `no_key`, ...).
+    pub reason: &'static str,
+    /// One line naming the record (`kafka:topic/partition@offset`) and the reason in full.
+    pub line: String,
+}
+
 /// One worker's reader of the audio topic.
 pub struct ChunkConsumer {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<LagStatistics>,
     dead_letters: ThreadedProducer<DefaultProducerContext>,
     settings: ConsumerSettings,
     partitions: Vec<i32>,
@@ -64,7 +105,7 @@ impl ChunkConsumer {
     /// without any, from the beginning.
     pub fn connect(settings: ConsumerSettings) -> Result<Self, KafkaTransportError> {
         let create = |source| KafkaTransportError::Create { brokers: settings.brokers.clone(), source };
-        let consumer: BaseConsumer = ClientConfig::new()
+        let consumer: BaseConsumer<LagStatistics> = ClientConfig::new()
             .set("bootstrap.servers", &settings.brokers)
             .set("group.id", &settings.group_id)
             .set("enable.auto.commit", "false")
@@ -74,7 +115,8 @@ impl ChunkConsumer {
             // A broker holds an empty fetch this long before answering; records that arrive
             // meanwhile may wait for the answer, so keep it short for live audio.
             .set("fetch.wait.max.ms", "25")
-            .create()
+            .set("statistics.interval.ms", LAG_STATISTICS_MS)
+            .create_with_context(LagStatistics { topic: settings.topic.clone(), lag: Mutex::default() })
             .map_err(create)?;
         let metadata = consumer.fetch_metadata(Some(&settings.topic), Duration::from_secs(10)).map_err(create)?;
         let mut partitions: Vec<i32> = metadata
@@ -110,6 +152,11 @@ impl ChunkConsumer {
     }
 
     /// The partitions this worker reads.
+    /// The index of the worker this consumer reads for.
+    pub fn worker_index(&self) -> usize {
+        self.settings.worker_index
+    }
+
     pub fn partitions(&self) -> &[i32] {
         &self.partitions
     }
@@ -126,7 +173,10 @@ impl ChunkConsumer {
                     polled.positions.insert(message.partition(), message.offset() + 1);
                     match chunk_of(&message) {
                         Ok(chunk) => polled.chunks.push(chunk),
-                        Err(reason) => polled.rejected.push(self.dead_letter(&message, &reason)),
+                        Err((reason, text)) => {
+                            let line = self.dead_letter(&message, &text);
+                            polled.rejected.push(DeadLetter { reason, line });
+                        }
                     }
                 }
                 Some(Err(KafkaError::PartitionEOF(partition))) => {
@@ -161,6 +211,14 @@ impl ChunkConsumer {
         line
     }
 
+    /// Records not yet read per assigned partition, as librdkafka's last statistics (every
+    /// second) said: the high watermark minus the position. Partitions it has not reported on
+    /// yet are left out.
+    pub fn lag(&self) -> Vec<(i32, i64)> {
+        let lag = self.consumer.context().lag.lock().unwrap_or_else(PoisonError::into_inner);
+        self.partitions.iter().filter_map(|partition| Some((*partition, *lag.get(partition)?))).collect()
+    }
+
     /// Waits until the dead letters sent so far are acknowledged.
     pub fn flush_dead_letters(&self, timeout: Duration) -> Result<(), KafkaError> {
         self.dead_letters.flush(timeout)
@@ -188,21 +246,20 @@ fn mark(partitions: &[i32], at_end: &mut [bool], partition: i32, end: bool) {
     }
 }
 
-/// The chunk a record holds, or why it holds none.
-fn chunk_of(message: &BorrowedMessage<'_>) -> Result<AudioChunk, String> {
+/// The chunk a record holds, or why it holds none (a short name and the full reason).
+fn chunk_of(message: &BorrowedMessage<'_>) -> Result<AudioChunk, (&'static str, String)> {
     let origin = ChunkOrigin::Kafka {
         topic: message.topic().to_owned(),
         partition: message.partition(),
         offset: message.offset(),
     };
-    let value = message.payload().ok_or_else(|| "the record has no value".to_owned())?;
-    let chunk = AudioChunk::decode(value, origin).map_err(|error| error.to_string())?;
+    let value = message.payload().ok_or_else(|| ("no_value", "the record has no value".to_owned()))?;
+    let chunk = AudioChunk::decode(value, origin).map_err(|error| (error.kind(), error.to_string()))?;
     match message.key() {
-        None => Err(format!("the record has no key; it must be the machine id {}", chunk.machine_id)),
-        Some(key) if key != chunk.machine_id.as_str().as_bytes() => Err(format!(
-            "the record's key '{}' is not its machine id {}",
-            String::from_utf8_lossy(key),
-            chunk.machine_id
+        None => Err(("no_key", format!("the record has no key; it must be the machine id {}", chunk.machine_id))),
+        Some(key) if key != chunk.machine_id.as_str().as_bytes() => Err((
+            "key_mismatch",
+            format!("the record's key '{}' is not its machine id {}", String::from_utf8_lossy(key), chunk.machine_id),
         )),
         Some(_) => Ok(chunk),
     }

@@ -11,8 +11,10 @@ pub mod consumer;
 pub mod producer;
 pub mod registry;
 
+mod agent_metrics;
 pub use admin::{create_topics, partition_count, TopicOutcome};
-pub use consumer::{ChunkConsumer, ConsumerSettings, Polled};
+pub use agent_metrics::AgentMetrics;
+pub use consumer::{ChunkConsumer, ConsumerSettings, DeadLetter, Polled};
 pub use producer::{ChunkProducer, DeliveryReport, EventProducer, KafkaTransportError, ProducerSettings};
 pub use registry::{RegistryChange, RegistryConsumer};
 

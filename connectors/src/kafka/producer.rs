@@ -11,16 +11,18 @@
 //! repeats by sequence number, so a resend of a chunk that did arrive costs nothing; one that
 //! arrives after its machine's later chunks is late, and counted as a repeat there.
 
-use super::{chunk_schema_id, HEADER_MACHINE_TYPE, HEADER_SCHEMA, HEADER_SEQUENCE};
+use super::{chunk_schema_id, AgentMetrics, HEADER_MACHINE_TYPE, HEADER_SCHEMA, HEADER_SEQUENCE};
 use auscult_schemas::{partition_of, AudioChunk};
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig, ThreadedProducer};
+use rdkafka::statistics::Statistics;
 use rdkafka::ClientContext;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// How to reach the broker and how much to buffer while it is away.
@@ -98,31 +100,57 @@ impl ProducerContext for DeliveryCounter {
     }
 }
 
-/// The chunk producer's context: counts deliveries and keeps the chunks whose delivery failed,
-/// for [`Resends`].
-#[derive(Default)]
+/// The chunk producer's context: counts deliveries, times them, and keeps the chunks whose
+/// delivery failed, for [`Resends`]; and the bytes librdkafka holds, from its statistics.
 pub(crate) struct ChunkDeliveries {
     delivered: AtomicU64,
     failed_chunks: Mutex<VecDeque<Box<AudioChunk>>>,
     last_error: Mutex<Option<String>>,
+    /// Bytes of messages in librdkafka's queues at its last statistics.
+    queued_bytes: AtomicU64,
+    /// Seconds from handing a chunk over to its acknowledgement.
+    latency: Histogram,
 }
 
-impl ClientContext for ChunkDeliveries {}
+impl ChunkDeliveries {
+    fn new(latency: Histogram) -> Self {
+        Self {
+            delivered: AtomicU64::default(),
+            failed_chunks: Mutex::default(),
+            last_error: Mutex::default(),
+            queued_bytes: AtomicU64::default(),
+            latency,
+        }
+    }
+}
+
+/// A chunk handed to librdkafka, and when.
+pub(crate) struct InFlight {
+    chunk: Box<AudioChunk>,
+    handed_at: Instant,
+}
+
+impl ClientContext for ChunkDeliveries {
+    fn stats(&self, statistics: Statistics) {
+        self.queued_bytes.store(statistics.msg_size, Ordering::Relaxed);
+    }
+}
 
 impl ProducerContext for ChunkDeliveries {
     /// The chunk itself, so that a failed delivery can be sent again.
-    type DeliveryOpaque = Box<AudioChunk>;
+    type DeliveryOpaque = Box<InFlight>;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, chunk: Box<AudioChunk>) {
+    fn delivery(&self, result: &DeliveryResult<'_>, in_flight: Box<InFlight>) {
         match result {
             Ok(_) => {
                 self.delivered.fetch_add(1, Ordering::Relaxed);
+                self.latency.observe(in_flight.handed_at.elapsed().as_secs_f64());
             }
             Err((error, _)) => {
                 if let Ok(mut last) = self.last_error.lock() {
                     *last = Some(error.to_string());
                 }
-                self.failed_chunks.lock().unwrap_or_else(PoisonError::into_inner).push_back(chunk);
+                self.failed_chunks.lock().unwrap_or_else(PoisonError::into_inner).push_back(in_flight.chunk);
             }
         }
     }
@@ -197,6 +225,10 @@ pub struct ChunkProducer {
     resent: u64,
     /// Deliveries acknowledged to producers replaced by [`ChunkProducer::reconnect`].
     delivered_before: u64,
+    /// Seconds from handing a chunk over to its acknowledgement, over every session.
+    latency: Histogram,
+    /// Brought up to date after every send and flush, when metrics are served.
+    metrics: Option<Arc<AgentMetrics>>,
 }
 
 /// The audio topic's partition count, learned from the broker's metadata. While the broker has
@@ -229,7 +261,8 @@ impl PartitionCount {
 
 impl ChunkProducer {
     pub fn connect(settings: ProducerSettings) -> Result<Self, KafkaTransportError> {
-        let producer = Self::client(&settings)?;
+        let latency = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        let producer = Self::client(&settings, &latency)?;
         let mut partitions = PartitionCount { count: None, asked: None };
         partitions.get(&producer, &settings.topic);
         Ok(Self {
@@ -242,11 +275,16 @@ impl ChunkProducer {
             resends: Resends::new(),
             resent: 0,
             delivered_before: 0,
+            latency,
+            metrics: None,
         })
     }
 
     /// A new librdkafka producer (a new idempotent session).
-    fn client(settings: &ProducerSettings) -> Result<ThreadedProducer<ChunkDeliveries>, KafkaTransportError> {
+    fn client(
+        settings: &ProducerSettings,
+        latency: &Histogram,
+    ) -> Result<ThreadedProducer<ChunkDeliveries>, KafkaTransportError> {
         ClientConfig::new()
             .set("bootstrap.servers", &settings.brokers)
             .set("client.id", &settings.client_id)
@@ -256,7 +294,8 @@ impl ChunkProducer {
             .set("delivery.timeout.ms", settings.delivery_timeout.as_millis().max(1).to_string())
             .set("queue.buffering.max.kbytes", (settings.buffer_max_bytes / 1024).max(1).to_string())
             .set("message.max.bytes", (16 * 1024 * 1024).to_string())
-            .create_with_context(ChunkDeliveries::default())
+            .set("statistics.interval.ms", "1000")
+            .create_with_context(ChunkDeliveries::new(latency.clone()))
             .map_err(|source| KafkaTransportError::Create { brokers: settings.brokers.clone(), source })
     }
 
@@ -265,7 +304,7 @@ impl ChunkProducer {
     /// state in a crash can refuse an idempotent session's every later record (tansu answers
     /// "unknown broker error"); a new session has no such history.
     fn reconnect(&mut self) -> Result<(), KafkaTransportError> {
-        let fresh = Self::client(&self.settings)?;
+        let fresh = Self::client(&self.settings, &self.latency)?;
         let old = std::mem::replace(&mut self.producer, fresh);
         // The old session's queued and in-flight chunks fail at once (purged) and come back
         // through its delivery reports, to be carried over with the others.
@@ -300,6 +339,7 @@ impl ChunkProducer {
         } else {
             self.dropped += 1;
         }
+        self.record_metrics();
         Ok(handed)
     }
 
@@ -347,15 +387,16 @@ impl ChunkProducer {
             .get(&self.producer, &self.settings.topic)
             .map(|count| partition_of(&chunk.machine_id, count));
         let deadline = Instant::now() + self.settings.full_buffer_wait;
-        let mut chunk = chunk;
+        let mut in_flight = Box::new(InFlight { chunk, handed_at: Instant::now() });
         loop {
+            let chunk = &in_flight.chunk;
             let headers = OwnedHeaders::new_with_capacity(3)
                 .insert(Header { key: HEADER_SCHEMA, value: Some(self.schema_id.as_str()) })
                 .insert(Header { key: HEADER_MACHINE_TYPE, value: Some(chunk.machine_type.as_str()) })
                 .insert(Header { key: HEADER_SEQUENCE, value: Some(sequence.as_str()) });
             let key = chunk.machine_id.to_string();
             let timestamp_ms = chunk.capture_start_us / 1000;
-            let mut record = BaseRecord::with_opaque_to(&self.settings.topic, chunk)
+            let mut record = BaseRecord::with_opaque_to(&self.settings.topic, in_flight)
                 .key(key.as_str())
                 .payload(&value)
                 .timestamp(timestamp_ms)
@@ -368,8 +409,9 @@ impl ChunkProducer {
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), record))
                     if Instant::now() < deadline =>
                 {
-                    chunk = record.delivery_opaque;
+                    in_flight = record.delivery_opaque;
                     std::thread::sleep(Duration::from_millis(20));
+                    in_flight.handed_at = Instant::now();
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => return Ok(false),
                 Err((source, _)) => {
@@ -397,7 +439,20 @@ impl ChunkProducer {
                 break;
             }
         }
+        self.record_metrics();
         self.report()
+    }
+
+    /// Metrics of this producer, kept up to date from now on.
+    pub fn metrics(&mut self) -> Arc<AgentMetrics> {
+        let metrics = self.metrics.get_or_insert_with(|| Arc::new(AgentMetrics::new(self.latency.clone())));
+        Arc::clone(metrics)
+    }
+
+    fn record_metrics(&self) {
+        if let Some(metrics) = &self.metrics {
+            metrics.record(&self.report(), self.producer.context().queued_bytes.load(Ordering::Relaxed));
+        }
     }
 
     /// The counts so far.

@@ -138,16 +138,21 @@ impl WorkerCheckpoints {
 
 /// Writes the worker's machines' state as it is after `boundary` (nothing if it has none).
 pub(super) fn write_checkpoint(state: &mut WorkerState, boundary: u64) {
-    let WorkerState { monitors, report, checkpoints, .. } = state;
+    let WorkerState { monitors, report, checkpoints, metrics, .. } = state;
     let Some(checkpoints) = checkpoints else { return };
     if monitors.is_empty() {
         return;
     }
     let covered_until_us = checkpoints.schedule.covered_until_us(boundary);
+    let started = std::time::Instant::now();
     match checkpoints.store.write(covered_until_us, monitors.values()) {
-        Ok(_) => {
+        Ok(path) => {
             checkpoints.written_until_us = Some(covered_until_us);
             report.checkpoints_written += 1;
+            if let Some(metrics) = metrics {
+                metrics.checkpoint_seconds.observe(started.elapsed().as_secs_f64());
+                metrics.checkpoint_bytes.inc_by(std::fs::metadata(&path).map_or(0, |file| file.len()));
+            }
         }
         Err(error) => report.sink_error(error.to_string()),
     }

@@ -9,11 +9,12 @@
 use super::checkpoints::{commit_point, OffsetLedger};
 use super::input_clock::{InputClock, Observation};
 use super::{epoch_of, ChunkInput, RegistryInput, WorkerReport, WorkerState, EPOCHS_IN_FLIGHT};
+use crate::metrics::{PartitionLabel, PipelineMetrics, ReasonLabel, WorkerLabel};
 use crate::sources::{KafkaSource, Placement};
-use auscult_connectors::kafka::{ChunkConsumer, ConsumerSettings, RegistryChange, RegistryConsumer};
+use auscult_connectors::kafka::{ChunkConsumer, ConsumerSettings, DeadLetter, RegistryChange, RegistryConsumer};
 use auscult_schemas::{AudioChunk, ChunkOrigin, MachineId};
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -29,6 +30,8 @@ const KAFKA_POLL_WAIT: Duration = Duration::from_millis(100);
 const KAFKA_POLL_RECORDS: usize = 512;
 /// Most chunks a Kafka-fed worker holds back to replay a backlog in capture-time order.
 const KAFKA_PENDING_CHUNKS: usize = 8_192;
+/// How often the consumer-lag and frontier-delay gauges are set.
+const GAUGE_PERIOD: Duration = Duration::from_secs(1);
 /// How long the loop parks while the monitors catch up.
 const BACKPRESSURE_PARK: Duration = Duration::from_millis(10);
 
@@ -120,7 +123,20 @@ pub(super) fn drive_from_kafka(
     let mut ledger = OffsetLedger::default();
     let mut clock = InputClock::new(KAFKA_PENDING_CHUNKS, idle_after, Instant::now());
     let mut caught_up = false;
+    // The newest capture time read from each partition, µs, and when the lag gauges were set.
+    let mut last_capture_us: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut gauges_set: Option<Instant> = None;
+    if let Some(metrics) = &state.borrow().metrics {
+        metrics.mark_ready(index);
+    }
     loop {
+        if let Some(metrics) = &state.borrow().metrics {
+            metrics.heartbeat(index);
+            if gauges_set.is_none_or(|set| set.elapsed() >= GAUGE_PERIOD) {
+                gauges_set = Some(Instant::now());
+                set_lag_gauges(metrics, &consumer, &last_capture_us, *input.time(), epoch_us);
+            }
+        }
         if let Some(registry_consumer) = &mut registry_consumer {
             let (changes, refused) = registry_consumer.poll();
             let report = &mut state.borrow_mut().report;
@@ -141,7 +157,16 @@ pub(super) fn drive_from_kafka(
             let now = Instant::now();
             {
                 let mut state = state.borrow_mut();
-                for line in polled.rejected {
+                let bytes: u64 = polled.chunks.iter().map(|chunk| chunk.payload.len() as u64).sum();
+                if let Some(metrics) = &state.metrics {
+                    let worker = WorkerLabel { worker: index as u32 };
+                    metrics.chunks_read.get_or_create(&worker).inc_by(polled.chunks.len() as u64);
+                    metrics.bytes_read.get_or_create(&worker).inc_by(bytes);
+                    for rejected in &polled.rejected {
+                        metrics.dead_letters.get_or_create(&ReasonLabel { reason: rejected.reason.to_owned() }).inc();
+                    }
+                }
+                for DeadLetter { line, .. } in polled.rejected {
                     tracing::warn!(worker = index, "dead letter: {line}");
                     state.report.dead_letters += 1;
                     state.report.skip("dead letter", line);
@@ -162,6 +187,10 @@ pub(super) fn drive_from_kafka(
                     _ => None,
                 };
                 poll_epoch = poll_epoch.max(epoch);
+                if let Some(partition) = partition {
+                    let last = last_capture_us.entry(partition).or_insert(chunk.capture_start_us);
+                    *last = (*last).max(chunk.capture_start_us);
+                }
                 clock.admit(epoch, partition, chunk, *input.time(), now);
             }
             ledger.record(poll_epoch, polled.positions);
@@ -205,6 +234,9 @@ pub(super) fn drive_from_kafka(
     registry.advance_to(u64::MAX);
     registry.flush();
     while durable.less_than(&u64::MAX) && state.borrow().report.sink_errors.is_empty() {
+        if let Some(metrics) = &state.borrow().metrics {
+            metrics.heartbeat(index);
+        }
         worker.step_or_park(Some(BACKPRESSURE_PARK));
     }
     commit_durable(&consumer, durable, &mut ledger, state);
@@ -285,8 +317,35 @@ fn commit_durable(
     }
     match consumer.commit(&positions) {
         Ok(()) => state.report.committed_offsets.extend(positions),
-        Err(error) => state.report.sink_error(format!("cannot commit offsets {positions:?}: {error}")),
+        Err(error) => {
+            if let Some(metrics) = &state.metrics {
+                metrics.kafka_commit_failures.inc();
+            }
+            state.report.sink_error(format!("cannot commit offsets {positions:?}: {error}"))
+        }
     }
+}
+
+/// Sets the consumer-lag and frontier-delay gauges of worker `index`'s partitions.
+fn set_lag_gauges(
+    metrics: &PipelineMetrics,
+    consumer: &ChunkConsumer,
+    last_capture_us: &BTreeMap<i32, i64>,
+    input_epoch: u64,
+    epoch_us: i64,
+) {
+    for (partition, lag) in consumer.lag() {
+        metrics.consumer_lag_records.get_or_create(&PartitionLabel { partition }).set(lag);
+    }
+    let now_us = super::wall_clock_us();
+    for (&partition, &capture_us) in last_capture_us {
+        let lag_s = (now_us - capture_us) as f64 / 1e6;
+        metrics.consumer_lag_seconds.get_or_create(&PartitionLabel { partition }).set(lag_s.max(0.0));
+    }
+    let epoch_start_us = i64::try_from(input_epoch).unwrap_or(i64::MAX).saturating_mul(epoch_us);
+    let delay_s = (now_us.saturating_sub(epoch_start_us)) as f64 / 1e6;
+    let worker = WorkerLabel { worker: consumer.worker_index() as u32 };
+    metrics.frontier_delay_seconds.get_or_create(&worker).set(delay_s.max(0.0));
 }
 
 /// Sends chunks held back for `epoch` (or the input's current epoch, if it is past it).

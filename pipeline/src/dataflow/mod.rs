@@ -39,6 +39,7 @@ use self::monitors::machine_monitors;
 use crate::checkpoint::CheckpointStore;
 use crate::config::Config;
 use crate::fleet::{fleet_counts, FleetFact, FleetKey, FleetRow, MachineStatus};
+use crate::metrics::PipelineMetrics;
 use crate::model::MachineMonitor;
 use crate::sources::{Placement, SourcePlan};
 use auscult_connectors::events::EventTarget;
@@ -81,6 +82,8 @@ pub struct RunPlan {
     /// Set (by a signal handler) to stop a Kafka-fed run cleanly: what was read is processed,
     /// made durable and committed.
     pub stop: Arc<AtomicBool>,
+    /// This process's metrics, served by `--metrics` (`None`: nobody asked).
+    pub metrics: Option<Arc<PipelineMetrics>>,
 }
 
 /// Where checkpoints go, and the machines an earlier run's checkpoints restored.
@@ -222,6 +225,7 @@ struct WorkerState {
     /// Workers per process: worker `w` runs in process `w / threads`.
     threads: usize,
     checkpoints: Option<WorkerCheckpoints>,
+    metrics: Option<Arc<PipelineMetrics>>,
 }
 
 /// Seconds of audio a machine has heard (over all runs, for a restored one).
@@ -248,6 +252,7 @@ fn run_worker(worker: &mut Worker, plan: &RunPlan, threads: usize) -> WorkerRepo
     state.borrow_mut().measure_latency = matches!(plan.source, SourcePlan::Kafka(_));
     state.borrow_mut().peers = peers;
     state.borrow_mut().threads = threads;
+    state.borrow_mut().metrics = plan.metrics.clone();
     let placement = Arc::new(plan.source.placement(peers));
     // The boundary at which this worker's first checkpoint is due (with checkpoints).
     let first_boundary = plan.checkpoints.as_ref().map(|checkpoint_plan| {
@@ -307,6 +312,9 @@ fn run_worker(worker: &mut Worker, plan: &RunPlan, threads: usize) -> WorkerRepo
     drop(registry_input);
     input.close();
     while worker.step_or_park(None) {}
+    if let Some(metrics) = &plan.metrics {
+        metrics.mark_finished(index);
+    }
 
     let mut state = state.borrow_mut();
     state.report.machines = machine_summaries(&state.monitors);

@@ -13,9 +13,12 @@ use super::epoch_stash::EpochStash;
 use super::{wall_clock_us, FleetUpdate, WorkerState, MAX_LATENCY_SAMPLES};
 use crate::config::Config;
 use crate::fleet::{FleetFact, FleetKey, MachineStatus};
+use crate::metrics::{AlertLabel, MachineLabel, PipelineMetrics, StatusLabel, WindowLabel};
 use crate::model::{MachineMonitor, MonitorOutput};
 use crate::sources::Placement;
-use auscult_schemas::{AlertState, AnomalyEvent, AudioChunk, MachineEntry, MachineId, WindowRecord};
+use auscult_schemas::{
+    AlertLevel, AlertState, AnomalyEvent, AudioChunk, EventKind, MachineEntry, MachineId, WindowRecord,
+};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -139,6 +142,63 @@ pub(super) fn machine_monitors<'scope>(
     MonitorStreams { windows, events, fleet_facts }
 }
 
+/// A machine's status in the fleet view.
+fn status_of(monitor: &MachineMonitor) -> MachineStatus {
+    match (monitor.thresholds(), monitor.alert_state()) {
+        (None, _) => MachineStatus::Learning,
+        (Some(_), AlertState::Normal) => MachineStatus::Normal,
+        (Some(_), AlertState::Warning) => MachineStatus::Warning,
+        (Some(_), AlertState::Alarm) => MachineStatus::Alarm,
+    }
+}
+
+/// Counts an epoch's windows and alert events in the metrics, and sets the worker's machines
+/// by status (a muted machine counts as muted, whatever its alert state).
+fn count_outputs(
+    metrics: &PipelineMetrics,
+    worker: usize,
+    monitors: &HashMap<MachineId, MachineMonitor>,
+    made: &MonitorOutput,
+) {
+    for window in &made.windows {
+        let phase = if window.score.is_some() { "scored" } else { "learned" };
+        metrics.windows.get_or_create(&WindowLabel { machine_type: window.machine_type.to_string(), phase }).inc();
+        if let Some(per_machine) = &metrics.machine_windows {
+            per_machine.get_or_create(&MachineLabel { machine: window.machine_id.to_string() }).inc();
+        }
+    }
+    for event in &made.events {
+        let level = match event.level {
+            AlertLevel::Warning => "warning",
+            AlertLevel::Alarm => "alarm",
+        };
+        let kind = match event.kind {
+            EventKind::Opened => "opened",
+            EventKind::Escalated => "escalated",
+            EventKind::Closed => "closed",
+        };
+        metrics.alert_events.get_or_create(&AlertLabel { level, kind }).inc();
+    }
+    let mut counts: BTreeMap<&'static str, i64> =
+        ["learning", "normal", "warning", "alarm", "muted"].into_iter().map(|status| (status, 0)).collect();
+    for monitor in monitors.values() {
+        let status = if monitor.entry().muted {
+            "muted"
+        } else {
+            match status_of(monitor) {
+                MachineStatus::Learning => "learning",
+                MachineStatus::Normal => "normal",
+                MachineStatus::Warning => "warning",
+                MachineStatus::Alarm => "alarm",
+            }
+        };
+        *counts.entry(status).or_default() += 1;
+    }
+    for (status, count) in counts {
+        metrics.machines.get_or_create(&StatusLabel { worker: worker as u32, status }).set(count);
+    }
+}
+
 /// Applies the registry updates of epochs up to `epoch`, in epoch order.
 fn apply_registry_until(state: &mut WorkerState, changes: &mut BTreeMap<u64, Vec<RegistryUpdate>>, epoch: u64) {
     while let Some(entry) = changes.first_entry() {
@@ -185,7 +245,7 @@ fn monitor_epoch(
     chunks.sort_by(|a, b| {
         (&a.machine_id, a.capture_start_us, a.sequence).cmp(&(&b.machine_id, b.capture_start_us, b.sequence))
     });
-    let WorkerState { monitors, report, registry, fleet_status, measure_latency, peers, .. } = state;
+    let WorkerState { monitors, report, registry, fleet_status, measure_latency, peers, metrics, .. } = state;
     let touched: BTreeSet<MachineId> = chunks.iter().map(|chunk| chunk.machine_id.clone()).collect();
     let mut made = MonitorOutput::default();
     for chunk in chunks {
@@ -222,12 +282,7 @@ fn monitor_epoch(
             site: entry.site.clone().unwrap_or_default(),
             machine_type: entry.machine_type.as_ref().unwrap_or(monitor.machine_type()).to_string(),
         };
-        let status = match (monitor.thresholds(), monitor.alert_state()) {
-            (None, _) => MachineStatus::Learning,
-            (Some(_), AlertState::Normal) => MachineStatus::Normal,
-            (Some(_), AlertState::Warning) => MachineStatus::Warning,
-            (Some(_), AlertState::Alarm) => MachineStatus::Alarm,
-        };
+        let status = status_of(monitor);
         let now = (key.clone(), status);
         if fleet_status.get(&machine_id) != Some(&now) {
             if let Some((old_key, old_status)) = fleet_status.insert(machine_id.clone(), now) {
@@ -252,10 +307,19 @@ fn monitor_epoch(
         for window in made.windows.iter().filter(|window| window.score.is_some()) {
             if now_us < window.window_end_us {
                 report.latency_ahead += 1;
-            } else if report.latency_ms.len() < MAX_LATENCY_SAMPLES {
-                report.latency_ms.push(((now_us - window.window_end_us) as f64 / 1000.0) as f32);
+            } else {
+                let latency_ms = (now_us - window.window_end_us) as f64 / 1000.0;
+                if let Some(metrics) = metrics {
+                    metrics.capture_to_score_seconds.observe(latency_ms / 1000.0);
+                }
+                if report.latency_ms.len() < MAX_LATENCY_SAMPLES {
+                    report.latency_ms.push(latency_ms as f32);
+                }
             }
         }
+    }
+    if let Some(metrics) = metrics {
+        count_outputs(metrics, report.worker, monitors, &made);
     }
     records.extend(made.windows.into_iter().map(PipelineRecord::Window));
     records.extend(made.events.into_iter().map(PipelineRecord::Event));

@@ -3,6 +3,7 @@
 //! same audio from Kafka. A file that cannot be read is skipped with one line; the rest go on.
 
 use super::{epoch_of, ChunkInput, RunPlan, WorkerState, EPOCHS_IN_FLIGHT};
+use crate::metrics::WorkerLabel;
 use crate::sources::{MachineStream, Placement};
 use auscult_schemas::AudioChunk;
 use std::cell::RefCell;
@@ -29,7 +30,15 @@ pub(super) fn drive_from_plan(
         .into_iter()
         .map(|stream| (stream, None))
         .collect();
+    let metrics = plan.metrics.clone();
+    let worker_label = WorkerLabel { worker: index as u32 };
+    if let Some(metrics) = &metrics {
+        metrics.mark_ready(index);
+    }
     loop {
+        if let Some(metrics) = &metrics {
+            metrics.heartbeat(index);
+        }
         for (stream, peeked) in streams.iter_mut() {
             while peeked.is_none() {
                 match stream.next_chunk() {
@@ -60,6 +69,10 @@ pub(super) fn drive_from_plan(
                     break;
                 }
                 state.borrow_mut().report.chunks_read += 1;
+                if let Some(metrics) = &metrics {
+                    metrics.chunks_read.get_or_create(&worker_label).inc();
+                    metrics.bytes_read.get_or_create(&worker_label).inc_by(chunk.payload.len() as u64);
+                }
                 input.send(chunk);
                 match stream.next_chunk() {
                     Some(Ok(next)) => *peeked = Some(next),
@@ -74,6 +87,9 @@ pub(super) fn drive_from_plan(
         input.advance_to(epoch + 1);
         let allowed = (epoch + 1).saturating_sub(EPOCHS_IN_FLIGHT);
         while probe.less_than(&allowed) {
+            if let Some(metrics) = &metrics {
+                metrics.heartbeat(index);
+            }
             worker.step();
         }
     }

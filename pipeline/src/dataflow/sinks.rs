@@ -155,18 +155,24 @@ pub(super) fn event_sink<'scope>(
                     events.sort_by(|a, b| {
                         (&a.window_start, &a.machine_id, a.kind).cmp(&(&b.window_start, &b.machine_id, b.kind))
                     });
+                    let written = match event_writer.as_mut() {
+                        Some(Ok(writer)) => events
+                            .iter()
+                            .try_for_each(|event| writer.write(event))
+                            .and_then(|()| writer.flush())
+                            .map_err(|error| error.to_string()),
+                        Some(Err(error)) => Err(error.to_string()),
+                        None => Ok(()),
+                    };
                     let mut state = state.borrow_mut();
-                    match event_writer.as_mut() {
-                        Some(Ok(writer)) => {
-                            let written =
-                                events.iter().try_for_each(|event| writer.write(event)).and_then(|()| writer.flush());
-                            match written {
-                                Ok(()) => state.report.events_written += events.len() as u64,
-                                Err(error) => state.report.sink_error(error.to_string()),
+                    match written {
+                        Ok(()) => {
+                            state.report.events_written += events.len() as u64;
+                            if let Some(metrics) = &state.metrics {
+                                metrics.events_written.inc_by(events.len() as u64);
                             }
                         }
-                        Some(Err(error)) => state.report.sink_error(error.to_string()),
-                        None => state.report.events_written += events.len() as u64,
+                        Err(error) => state.report.sink_error(error),
                     }
                 }
             }
@@ -187,8 +193,14 @@ fn commit_batch(
     match writer {
         Ok(writer) => match writer.write_batch(first_epoch, rows) {
             Ok(files) => {
+                let rows = files.iter().map(|file| file.rows as u64).sum::<u64>();
                 state.report.archive_files += files.len();
-                state.report.archive_rows += files.iter().map(|file| file.rows as u64).sum::<u64>();
+                state.report.archive_rows += rows;
+                if let Some(metrics) = &state.metrics {
+                    metrics.archive_files.inc_by(files.len() as u64);
+                    metrics.archive_rows.inc_by(rows);
+                    metrics.archive_bytes.inc_by(files.iter().map(|file| file.bytes).sum::<u64>());
+                }
             }
             Err(error) => state.report.sink_error(error.to_string()),
         },
