@@ -20,6 +20,10 @@ struct Cli {
     /// Log filter (error, warn, info, debug, or a tracing filter); also RUST_LOG.
     #[arg(long, global = true, default_value = "warn", value_name = "FILTER")]
     log: String,
+    /// A librdkafka property for every Kafka client (TLS, SASL, ...), `KEY=VALUE`, repeatable;
+    /// on top of `[kafka.properties]`. A value `${NAME}` is read from the environment.
+    #[arg(long = "kafka-property", global = true, value_name = "KEY=VALUE", value_parser = parse_property_flag)]
+    kafka_properties: Vec<(String, String)>,
     #[command(subcommand)]
     command: Command,
 }
@@ -88,11 +92,17 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
     })
 }
 
+fn parse_property_flag(text: &str) -> Result<(String, String), String> {
+    auscult_connectors::kafka::parse_property(text).map_err(|error| error.to_string())
+}
+
 fn dispatch(cli: Cli) -> Result<()> {
-    let config = match &cli.config {
+    let mut config = match &cli.config {
         Some(path) => Config::from_toml_file(path)?,
         None => Config::default(),
     };
+    config.kafka.properties.extend(cli.kafka_properties.iter().cloned());
+    auscult_connectors::kafka::use_client_properties(&config.kafka.properties)?;
     match cli.command {
         Command::Run(args) => commands::run::execute(args, config),
         Command::Agent(args) => commands::agent::execute(args, config),

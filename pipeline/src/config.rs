@@ -7,6 +7,7 @@
 use crate::dsp::ChannelSelection;
 use auscult_schemas::FeatureSettings;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Everything the pipeline can be told.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -231,6 +232,9 @@ pub struct KafkaConfig {
     /// How long an agent keeps retrying one chunk before counting it failed, s: long enough to
     /// ride out a broker restart.
     pub agent_delivery_timeout_s: u64,
+    /// librdkafka properties for every client (`"security.protocol" = "SASL_SSL"`, ...; a value
+    /// `${NAME}` is read from the environment); `--kafka-property KEY=VALUE` adds to them.
+    pub properties: BTreeMap<String, String>,
 }
 
 impl Default for KafkaConfig {
@@ -244,6 +248,7 @@ impl Default for KafkaConfig {
             fleet_topic: "auscult.fleet".to_owned(),
             agent_buffer_bytes: 64 * 1024 * 1024,
             agent_delivery_timeout_s: 300,
+            properties: BTreeMap::new(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Creating auscult's topics, so a new deployment needs no other Kafka tool.
 
 use super::producer::KafkaTransportError;
+use super::properties::WithUserProperties;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -26,7 +27,7 @@ pub fn create_topics(
 ) -> Result<Vec<(String, TopicOutcome)>, KafkaTransportError> {
     let create = |source| KafkaTransportError::Create { brokers: brokers.to_owned(), source };
     let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", brokers).create().map_err(create)?;
+        ClientConfig::new().set("bootstrap.servers", brokers).with_user_properties().create().map_err(create)?;
     let new_topics: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|&(topic, compacted)| {
@@ -54,7 +55,8 @@ pub fn create_topics(
 /// does not answer within `timeout` or has no such topic.
 pub fn partition_count(brokers: &str, topic: &str, timeout: Duration) -> Result<u32, KafkaTransportError> {
     let create = |source| KafkaTransportError::Create { brokers: brokers.to_owned(), source };
-    let client: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers).create().map_err(create)?;
+    let client: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", brokers).with_user_properties().create().map_err(create)?;
     let metadata = client
         .fetch_metadata(Some(topic), timeout)
         .map_err(|source| KafkaTransportError::Metadata { what: format!("topic {topic} from {brokers}"), source })?;

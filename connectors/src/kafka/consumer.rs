@@ -8,6 +8,7 @@
 //! an `auscult-error` header saying why, and the stream goes on.
 
 use super::producer::KafkaTransportError;
+use super::properties::WithUserProperties;
 use auscult_schemas::chunk::MAX_PAYLOAD_BYTES;
 use auscult_schemas::{AudioChunk, ChunkOrigin};
 use rdkafka::config::ClientConfig;
@@ -116,6 +117,7 @@ impl ChunkConsumer {
             // meanwhile may wait for the answer, so keep it short for live audio.
             .set("fetch.wait.max.ms", "25")
             .set("statistics.interval.ms", LAG_STATISTICS_MS)
+            .with_user_properties()
             .create_with_context(LagStatistics { topic: settings.topic.clone(), lag: Mutex::default() })
             .map_err(create)?;
         let metadata = consumer.fetch_metadata(Some(&settings.topic), Duration::from_secs(10)).map_err(create)?;
@@ -140,6 +142,7 @@ impl ChunkConsumer {
             .set("bootstrap.servers", &settings.brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
+            .with_user_properties()
             .create()
             .map_err(create)?;
         let at_end = vec![partitions.is_empty(); partitions.len()];

@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod consumer;
 pub mod producer;
+pub mod properties;
 pub mod registry;
 
 mod agent_metrics;
@@ -16,6 +17,7 @@ pub use admin::{create_topics, partition_count, TopicOutcome};
 pub use agent_metrics::AgentMetrics;
 pub use consumer::{ChunkConsumer, ConsumerSettings, DeadLetter, Polled};
 pub use producer::{ChunkProducer, DeliveryReport, EventProducer, KafkaTransportError, ProducerSettings};
+pub use properties::{parse_property, use_client_properties, PropertyError};
 pub use registry::{RegistryChange, RegistryConsumer};
 
 /// Header naming the wire format and its version, e.g. `auscult.audio-chunk/1`.

@@ -11,6 +11,7 @@
 //! repeats by sequence number, so a resend of a chunk that did arrive costs nothing; one that
 //! arrives after its machine's later chunks is late, and counted as a repeat there.
 
+use super::properties::WithUserProperties;
 use super::{chunk_schema_id, AgentMetrics, HEADER_MACHINE_TYPE, HEADER_SCHEMA, HEADER_SEQUENCE};
 use auscult_schemas::{partition_of, AudioChunk};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
@@ -295,6 +296,7 @@ impl ChunkProducer {
             .set("queue.buffering.max.kbytes", (settings.buffer_max_bytes / 1024).max(1).to_string())
             .set("message.max.bytes", (16 * 1024 * 1024).to_string())
             .set("statistics.interval.ms", "1000")
+            .with_user_properties()
             .create_with_context(ChunkDeliveries::new(latency.clone()))
             .map_err(|source| KafkaTransportError::Create { brokers: settings.brokers.clone(), source })
     }
@@ -488,6 +490,7 @@ impl EventProducer {
             .set("client.id", "auscult-pipeline")
             .set("enable.idempotence", "true")
             .set("acks", "all")
+            .with_user_properties()
             .create_with_context(DeliveryCounter::default())
             .map_err(|source| KafkaTransportError::Create { brokers: brokers.to_owned(), source })?;
         Ok(Self { producer, topic: topic.to_owned(), brokers: brokers.to_owned(), failed_seen: 0 })

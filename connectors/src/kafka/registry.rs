@@ -7,6 +7,7 @@
 //! counts as one, since a broker may store a null value as empty).
 
 use super::producer::KafkaTransportError;
+use super::properties::WithUserProperties;
 use auscult_schemas::{MachineEntry, MachineId};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -44,6 +45,7 @@ impl RegistryConsumer {
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "true")
+            .with_user_properties()
             .create()
             .map_err(create)?;
         let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).map_err(create)?;
