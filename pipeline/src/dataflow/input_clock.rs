@@ -15,7 +15,8 @@
 //!   follows the furthest epoch any worker's input has reached, which every worker and process
 //!   learns through the dataflow. A chunk that arrives later for an earlier epoch is late: it
 //!   goes in the current epoch, so it is processed, never lost, and a machine's chunks keep
-//!   their order.
+//!   their order. An idle worker also closes the epoch its last late chunks went in, or they
+//!   would wait there for the next chunk (for a machine switched off, until the stop).
 //!
 //! Plain data and `Instant`s given by the caller: the unit tests drive it without timely or a
 //! broker.
@@ -32,6 +33,8 @@ pub struct InputClock<T> {
     /// The newest epoch read from each partition.
     partition_epochs: BTreeMap<i32, u64>,
     newest_epoch: u64,
+    /// The latest epoch chunks were sent in (later than their own epoch, for late chunks).
+    newest_sent: Option<u64>,
     idle_after: Duration,
     last_arrival: Instant,
 }
@@ -66,6 +69,7 @@ impl<T> InputClock<T> {
             max_pending,
             partition_epochs: BTreeMap::new(),
             newest_epoch: 0,
+            newest_sent: None,
             idle_after,
             last_arrival: now,
         }
@@ -114,12 +118,16 @@ impl<T> InputClock<T> {
             let (epoch, chunks) = entry.remove_entry();
             self.pending_items -= chunks.len();
             current = current.max(epoch);
+            self.newest_sent = Some(self.newest_sent.map_or(epoch, |sent| sent.max(epoch)));
             send.push((epoch, chunks));
         }
         let mut target =
             if seen.caught_up { self.newest_epoch.saturating_add(1) } else { watermark.min(self.newest_epoch) };
         if self.is_idle(seen.caught_up, seen.now) {
             target = target.max(seen.peers_epoch);
+            if let Some(sent) = self.newest_sent {
+                target = target.max(sent.saturating_add(1));
+            }
         }
         let held_back = self.pending.first_key_value().is_some_and(|(first, _)| *first < target);
         let advance_to = (target > current && !held_back).then_some(target);
@@ -201,6 +209,11 @@ mod tests {
         assert_eq!(release.send, vec![(50, vec!["late"])]);
         assert_eq!(release.advance_to, None, "the newest chunk is 45, and the peers are at 50");
         assert!(!clock.is_idle(true, idle), "it just read a chunk");
+        // Nothing more comes: once idle, the worker closes epoch 50, so the late chunk is
+        // processed now, not when the next chunk or the stop comes.
+        let later = idle + IDLE + Duration::from_millis(1);
+        assert_eq!(clock.release(&seen(50, true, &[], 50, later)).advance_to, Some(51));
+        assert_eq!(clock.release(&seen(51, true, &[], 51, later)).advance_to, None, "and no further");
     }
 
     #[test]
