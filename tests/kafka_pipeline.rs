@@ -590,14 +590,13 @@ fn a_pipeline_killed_four_times_mid_stream_loses_nothing_and_its_repeats_carry_t
     };
     // A pipeline with a state folder (events to the anomaly topic), killed once it has
     // committed something.
-    let first = Spawned::start(
-        pipeline("crashing")
-            .arg("--state")
-            .arg(path("state"))
-            .arg("--archive")
-            .arg(path("archive"))
-            .stderr(std::process::Stdio::null()),
-    );
+    let crashing = || {
+        let mut command = pipeline("crashing");
+        command.arg("--state").arg(path("state")).arg("--archive").arg(path("archive"));
+        command.stderr(std::process::Stdio::null());
+        Spawned::start(&mut command)
+    };
+    let first = crashing();
     // Committed: a worker recorded a boundary that one of the checkpoint files lies within.
     let committed = || {
         let files = walk(&path("state"));
@@ -624,14 +623,7 @@ fn a_pipeline_killed_four_times_mid_stream_loses_nothing_and_its_repeats_carry_t
     // restored run replays a backlog, in which audio can arrive late (after the idle rule moved
     // the frontier), the case that once lost archive rows (bench/kafka_crashes.sh, seed 2).
     for seconds in [2.5, 3.5, 3.0] {
-        let restarted = Spawned::start(
-            pipeline("crashing")
-                .arg("--state")
-                .arg(path("state"))
-                .arg("--archive")
-                .arg(path("archive"))
-                .stderr(std::process::Stdio::null()),
-        );
+        let restarted = crashing();
         std::thread::sleep(Duration::from_secs_f64(seconds));
         restarted.signal("KILL");
         restarted.wait();

@@ -25,6 +25,15 @@ pub trait Pages: Send + Sync + 'static {
     fn ready(&self) -> Result<(), String>;
 }
 
+/// The OpenMetrics text of every metric in `registry` (what [`Pages::metrics`] returns).
+pub fn encode(registry: &prometheus_client::registry::Registry) -> String {
+    let mut text = String::new();
+    if let Err(error) = prometheus_client::encoding::text::encode(&mut text, registry) {
+        tracing::warn!("cannot encode the metrics: {error}");
+    }
+    text
+}
+
 /// Why the endpoint could not start.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot serve metrics on {address}: {reason}")]

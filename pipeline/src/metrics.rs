@@ -182,11 +182,7 @@ impl PipelineMetrics {
 
     /// The OpenMetrics text of every metric.
     pub fn encode(&self) -> String {
-        let mut text = String::new();
-        if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
-            tracing::warn!("cannot encode the metrics: {error}");
-        }
-        text
+        auscult_connectors::metrics_endpoint::encode(&self.registry)
     }
 
     /// Worker `worker` is stepping (call it from its loop).

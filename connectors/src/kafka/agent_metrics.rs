@@ -59,11 +59,7 @@ impl AgentMetrics {
 
     /// The OpenMetrics text of every metric.
     pub fn encode(&self) -> String {
-        let mut text = String::new();
-        if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
-            tracing::warn!("cannot encode the agent's metrics: {error}");
-        }
-        text
+        crate::metrics_endpoint::encode(&self.registry)
     }
 }
 
