@@ -179,7 +179,7 @@ pub fn print_run_summary(out: &mut impl Write, totals: &RunTotals, archive: Opti
     if totals.chunks_refused > 0 {
         writeln!(
             out,
-            "refused: {} chunk(s) of machines beyond stream.max_machines (the first of each worker listed below)",
+            "refused: {} chunk(s) of machines beyond stream.max_machines (from Kafka: sent to the dead-letter topic; the first listed below)",
             totals.chunks_refused
         )?;
     }

@@ -214,6 +214,29 @@ impl ChunkConsumer {
         line
     }
 
+    /// Sends a chunk that was read and decoded but then refused downstream (its machine is past
+    /// `stream.max_machines`) to the dead-letter topic, re-encoded, with `reason` in its
+    /// `auscult-error` header and the record it came from in `auscult-source`. Returns the
+    /// one-line reason.
+    pub fn dead_letter_chunk(&self, chunk: &AudioChunk, reason: &str) -> String {
+        let source = match &chunk.origin {
+            ChunkOrigin::Kafka { topic, partition, offset } => format!("{topic}/{partition}@{offset}"),
+            other => other.to_string(),
+        };
+        let line = format!("{}: {reason}", chunk.origin);
+        let headers = OwnedHeaders::new_with_capacity(2)
+            .insert(Header { key: HEADER_ERROR, value: Some(reason) })
+            .insert(Header { key: HEADER_SOURCE, value: Some(source.as_str()) });
+        let value = chunk.encode();
+        let key = chunk.machine_id.to_string();
+        let record: BaseRecord<'_, [u8], [u8]> =
+            BaseRecord::to(&self.settings.dlq_topic).payload(value.as_slice()).key(key.as_bytes()).headers(headers);
+        if let Err((error, _)) = self.dead_letters.send(record) {
+            tracing::error!("{line}; and it could not be sent to {}: {error}", self.settings.dlq_topic);
+        }
+        line
+    }
+
     /// Records not yet read per assigned partition, as librdkafka's last statistics (every
     /// second) said: the high watermark minus the position. Partitions it has not reported on
     /// yet are left out.

@@ -213,6 +213,7 @@ pub(super) fn drive_from_kafka(
             registry.flush();
             worker.step();
         }
+        dead_letter_refused(&consumer, state);
         commit_durable(&consumer, durable, &mut ledger, state);
         if stop.load(Ordering::Relaxed) {
             if index == 0 {
@@ -238,8 +239,26 @@ pub(super) fn drive_from_kafka(
             metrics.heartbeat(index);
         }
         worker.step_or_park(Some(BACKPRESSURE_PARK));
+        dead_letter_refused(&consumer, state);
     }
+    dead_letter_refused(&consumer, state);
     commit_durable(&consumer, durable, &mut ledger, state);
+}
+
+/// Sends the chunks the monitors refused (`stream.max_machines`) to the dead-letter topic.
+/// Called before every commit: a refused chunk's offset is committed only after its dead
+/// letter was sent, since the commit waits for the dead letters to be acknowledged.
+fn dead_letter_refused(consumer: &ChunkConsumer, state: &Rc<RefCell<WorkerState>>) {
+    let mut state = state.borrow_mut();
+    let Some(refused) = state.refused.as_mut().filter(|refused| !refused.is_empty()) else { return };
+    let refused = std::mem::take(refused);
+    for (chunk, reason) in refused {
+        let line = consumer.dead_letter_chunk(&chunk, &reason);
+        tracing::warn!(worker = consumer.worker_index(), "dead letter: {line}");
+        if let Some(metrics) = &state.metrics {
+            metrics.dead_letters.get_or_create(&ReasonLabel { reason: "machine_refused".to_owned() }).inc();
+        }
+    }
 }
 
 /// Counts a chunk of `bytes` that worker `index` read for `owner` if it must cross to another

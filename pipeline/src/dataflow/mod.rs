@@ -226,6 +226,9 @@ struct WorkerState {
     threads: usize,
     checkpoints: Option<WorkerCheckpoints>,
     metrics: Option<Arc<PipelineMetrics>>,
+    /// Chunks refused by `stream.max_machines`, kept (Kafka input only) until the input sends
+    /// them to the dead-letter topic, before it commits their offsets.
+    refused: Option<Vec<(AudioChunk, String)>>,
 }
 
 /// Seconds of audio a machine has heard (over all runs, for a restored one).
@@ -250,6 +253,7 @@ fn run_worker(worker: &mut Worker, plan: &RunPlan, threads: usize) -> WorkerRepo
     let state = Rc::new(RefCell::new(WorkerState::default()));
     state.borrow_mut().report.worker = index;
     state.borrow_mut().measure_latency = matches!(plan.source, SourcePlan::Kafka(_));
+    state.borrow_mut().refused = matches!(plan.source, SourcePlan::Kafka(_)).then(Vec::new);
     state.borrow_mut().peers = peers;
     state.borrow_mut().threads = threads;
     state.borrow_mut().metrics = plan.metrics.clone();

@@ -245,7 +245,7 @@ fn monitor_epoch(
     chunks.sort_by(|a, b| {
         (&a.machine_id, a.capture_start_us, a.sequence).cmp(&(&b.machine_id, b.capture_start_us, b.sequence))
     });
-    let WorkerState { monitors, report, registry, fleet_status, measure_latency, peers, metrics, .. } = state;
+    let WorkerState { monitors, report, registry, fleet_status, measure_latency, peers, metrics, refused, .. } = state;
     let touched: BTreeSet<MachineId> = chunks.iter().map(|chunk| chunk.machine_id.clone()).collect();
     let mut made = MonitorOutput::default();
     for chunk in chunks {
@@ -254,13 +254,14 @@ fn monitor_epoch(
             let share = config.stream.max_machines.div_ceil(*peers).max(1);
             if monitors.len() >= share {
                 report.chunks_refused += 1;
-                report.skip(
-                    "machine refused (stream.max_machines)",
-                    format!(
-                        "{}: machine {} refused: this run keeps state for at most {} machines (stream.max_machines), {share} on each of its {peers} workers",
-                        chunk.origin, chunk.machine_id, config.stream.max_machines
-                    ),
+                let reason = format!(
+                    "machine {} refused: this run keeps state for at most {} machines (stream.max_machines), {share} on each of its {peers} workers",
+                    chunk.machine_id, config.stream.max_machines
                 );
+                report.skip("machine refused (stream.max_machines)", format!("{}: {reason}", chunk.origin));
+                if let Some(refused) = refused {
+                    refused.push((chunk, reason));
+                }
                 continue;
             }
             let mut monitor = MachineMonitor::new(chunk.machine_id.clone(), chunk.machine_type.clone(), config);
