@@ -172,8 +172,7 @@ fn the_agent_rides_out_a_broker_crash_and_restart() {
 /// A broker away for longer than the delivery timeout: librdkafka gives the chunks up, and
 /// the agent keeps them and sends them again once the broker is back. Every chunk arrives
 /// (a resend of one that had been stored is a repeat, which the pipeline drops). The broker is
-/// away from the start: tansu 0.6, restarted after a crash, panics (`lite.rs:503`) when a
-/// producer that timed out mid-session bumps its epoch, and then refuses everyone.
+/// away from the start; `tests/kafka_outage.rs` takes it away mid-stream for 30 s.
 #[test]
 fn chunks_whose_delivery_failed_are_sent_again_until_delivered() {
     let (stderr, mut sequences) = agent_through_a_broker_crash(

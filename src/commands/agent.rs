@@ -1,20 +1,21 @@
-//! `auscult agent`: the edge agent. Cuts audio (WAV files, raw PCM on stdin, or simulated
-//! machines) into chunks and produces them to the audio topic, keyed by machine id, paced at
-//! real time or faster, and says at the end what was delivered, failed or dropped.
+//! `auscult agent`: the edge agent's command line. Cuts audio (WAV files, raw PCM on stdin,
+//! or simulated machines) into chunks and produces them to the audio topic, keyed by machine
+//! id, paced at real time or faster, and says at the end what was delivered, failed or
+//! dropped. The agent's logic is `auscult_connectors::edge`; this file turns flags and the
+//! configuration into its settings.
 
 use anyhow::{bail, Context, Result};
+use auscult_connectors::edge::{send_merged, Pacer, SentPerMachine, StdinAudio};
 use auscult_connectors::kafka::{AgentMetrics, ChunkProducer, DeliveryReport, ProducerSettings};
 use auscult_connectors::metrics_endpoint::{MetricsEndpoint, Pages};
-use auscult_pipeline::sources::{MachineStream, SourcePlan};
+use auscult_pipeline::sources::SourcePlan;
 use auscult_pipeline::Config;
-use auscult_schemas::{AudioChunk, ChunkOrigin, MachineId, MachineType, SampleFormat};
+use auscult_schemas::{MachineId, MachineType, SampleFormat};
 use clap::Args;
-use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::run::{local_plan, Simulation};
 
@@ -82,9 +83,6 @@ fn parse_format(text: &str) -> Result<SampleFormat, String> {
     }
 }
 
-/// Chunks sent per machine, for the final report.
-type SentPerMachine = BTreeMap<String, u64>;
-
 pub fn execute(args: AgentArgs, config: Config) -> Result<()> {
     if !(args.speed >= 0.0 && args.speed.is_finite()) {
         bail!("--speed {} is not allowed: give 0 (as fast as possible) or a positive factor", args.speed);
@@ -117,20 +115,25 @@ pub fn execute(args: AgentArgs, config: Config) -> Result<()> {
         None => None,
     };
     eprintln!("auscult agent: producing to {} on {}", settings.topic, settings.brokers);
-    let pacer = Pacer { started: Instant::now(), start_time_us, speed: args.speed };
     let mut sent = SentPerMachine::new();
     let chunk_ms = config.stream.chunk_ms;
     if args.stdin {
-        let machine_id = MachineId::new(args.machine_id.clone().unwrap_or_default())
-            .map_err(|error| anyhow::anyhow!("--machine-id: {error}"))?;
-        let machine_type = MachineType::new(args.machine_type.clone().unwrap_or_default())
-            .map_err(|error| anyhow::anyhow!("--machine-type: {error}"))?;
-        let stdin = StdinSource { machine_id, machine_type, args: &args, chunk_ms, start_time_us };
-        stdin.send_all(&mut producer, &stop, &mut sent)?;
+        let audio = StdinAudio {
+            machine_id: MachineId::new(args.machine_id.clone().unwrap_or_default())
+                .map_err(|error| anyhow::anyhow!("--machine-id: {error}"))?,
+            machine_type: MachineType::new(args.machine_type.clone().unwrap_or_default())
+                .map_err(|error| anyhow::anyhow!("--machine-type: {error}"))?,
+            sample_rate_hz: args.rate,
+            channels: args.channels,
+            sample_format: args.format,
+            chunk_ms,
+            start_time_us,
+        };
+        audio.send_all(&mut std::io::stdin().lock(), &mut producer, &stop, &mut sent)?;
     } else {
         let plan = plan(&args, &config)?;
         let mut streams = plan.open_for_worker(0, &plan.placement(1), chunk_ms, start_time_us);
-        send_streams(&mut streams, &mut producer, &pacer, &stop, &mut sent)?;
+        send_merged(&mut streams, &mut producer, &Pacer::new(start_time_us, args.speed), &stop, &mut sent)?;
     }
     if stop.load(Ordering::Relaxed) {
         eprintln!("auscult agent: stopping on a signal; flushing what was sent");
@@ -170,135 +173,6 @@ fn plan(args: &AgentArgs, config: &Config) -> Result<SourcePlan> {
     let simulation = Simulation { seed: args.seed, snr_db: args.snr, duration_s: args.duration };
     local_plan(args.input.as_deref(), args.simulate, &simulation, config, &mut Vec::new())?
         .context("give --input DIR, --simulate N or --stdin")
-}
-
-/// Sends every machine's chunks, interleaved in capture-time order.
-fn send_streams(
-    streams: &mut [MachineStream],
-    producer: &mut ChunkProducer,
-    pacer: &Pacer,
-    stop: &AtomicBool,
-    sent: &mut SentPerMachine,
-) -> Result<()> {
-    let mut heads: Vec<Option<AudioChunk>> = streams.iter_mut().map(next_valid).collect();
-    while !stop.load(Ordering::Relaxed) {
-        let Some(index) = heads
-            .iter()
-            .enumerate()
-            .filter_map(|(index, head)| head.as_ref().map(|chunk| (chunk.capture_start_us, index)))
-            .min()
-            .map(|(_, index)| index)
-        else {
-            break;
-        };
-        let chunk = heads[index].take().expect("picked a present head");
-        // A live agent has a chunk only once its last sample is captured.
-        let capture_end_us =
-            chunk.capture_start_us + auscult_schemas::time::samples_to_us(chunk.frames() as u64, chunk.sample_rate_hz);
-        pacer.wait_for(capture_end_us, stop);
-        if producer.send(&chunk)? {
-            *sent.entry(chunk.machine_id.to_string()).or_default() += 1;
-        }
-        heads[index] = next_valid(&mut streams[index]);
-    }
-    Ok(())
-}
-
-/// The stream's next chunk; unreadable input is reported in one line and skipped.
-fn next_valid(stream: &mut MachineStream) -> Option<AudioChunk> {
-    loop {
-        match stream.next_chunk()? {
-            Ok(chunk) => return Some(chunk),
-            Err(error) => eprintln!("skipped: {error}"),
-        }
-    }
-}
-
-/// Raw PCM from standard input, one machine.
-struct StdinSource<'a> {
-    machine_id: MachineId,
-    machine_type: MachineType,
-    args: &'a AgentArgs,
-    chunk_ms: u32,
-    start_time_us: i64,
-}
-
-impl StdinSource<'_> {
-    fn send_all(&self, producer: &mut ChunkProducer, stop: &AtomicBool, sent: &mut SentPerMachine) -> Result<()> {
-        let frame_bytes = self.args.format.bytes_per_sample() * usize::from(self.args.channels.max(1));
-        let frames_per_chunk = (u64::from(self.args.rate) * u64::from(self.chunk_ms) / 1000).max(1) as usize;
-        let mut buffer = vec![0u8; frames_per_chunk * frame_bytes];
-        let mut stdin = std::io::stdin().lock();
-        let mut frames_done = 0u64;
-        let mut sequence = 0u64;
-        while !stop.load(Ordering::Relaxed) {
-            let filled = read_up_to(&mut stdin, &mut buffer).context("cannot read audio from stdin")?;
-            let whole = filled - filled % frame_bytes;
-            if whole == 0 {
-                break;
-            }
-            let chunk = AudioChunk {
-                machine_id: self.machine_id.clone(),
-                machine_type: self.machine_type.clone(),
-                sequence,
-                capture_start_us: self.start_time_us
-                    + auscult_schemas::time::samples_to_us(frames_done, self.args.rate),
-                sample_rate_hz: self.args.rate,
-                channels: self.args.channels,
-                sample_format: self.args.format,
-                payload: buffer[..whole].to_vec(),
-                origin: ChunkOrigin::File { path: "stdin".to_owned() },
-            };
-            chunk.validate().map_err(|error| anyhow::anyhow!("stdin audio: {error}"))?;
-            if producer.send(&chunk)? {
-                *sent.entry(chunk.machine_id.to_string()).or_default() += 1;
-            }
-            frames_done += (whole / frame_bytes) as u64;
-            sequence += 1;
-            if filled < buffer.len() {
-                break;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Reads until `buffer` is full or the input ends; returns the bytes read.
-fn read_up_to(input: &mut impl Read, buffer: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buffer.len() {
-        match input.read(&mut buffer[filled..]) {
-            Ok(0) => break,
-            Ok(read) => filled += read,
-            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => break,
-            Err(error) => return Err(error),
-        }
-    }
-    Ok(filled)
-}
-
-/// Holds chunks back until their capture time, scaled by the replay speed, has come.
-struct Pacer {
-    started: Instant,
-    start_time_us: i64,
-    speed: f64,
-}
-
-impl Pacer {
-    fn wait_for(&self, capture_start_us: i64, stop: &AtomicBool) {
-        if self.speed == 0.0 {
-            return;
-        }
-        let offset_s = (capture_start_us - self.start_time_us).max(0) as f64 / 1e6 / self.speed;
-        let due = self.started + Duration::from_secs_f64(offset_s);
-        while !stop.load(Ordering::Relaxed) {
-            let now = Instant::now();
-            if now >= due {
-                return;
-            }
-            std::thread::sleep((due - now).min(Duration::from_millis(100)));
-        }
-    }
 }
 
 fn now_us() -> i64 {

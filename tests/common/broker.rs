@@ -42,6 +42,18 @@ impl Broker {
         assert!(killed.success());
     }
 
+    /// Stops the broker as an operator would, with `scripts/broker.sh stop` (SIGTERM, then
+    /// SIGKILL after 10 s).
+    pub fn stop_gracefully(&mut self) {
+        let stopped = Command::new("bash")
+            .arg(repo().join("scripts/broker.sh"))
+            .arg("stop")
+            .arg(self.dir.path())
+            .status()
+            .expect("bash runs");
+        assert!(stopped.success());
+    }
+
     /// Starts a crashed broker again on the same port and storage.
     pub fn restart(&mut self) {
         let port = self.address.rsplit(':').next().expect("host:port").to_owned();

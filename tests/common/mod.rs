@@ -53,6 +53,21 @@ impl Spawned {
         assert!(sent.success(), "kill -{signal} {} failed", self.id());
     }
 
+    /// Whether it is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child().try_wait().expect("waited").is_none()
+    }
+
+    /// CPU time it has used so far, user and system, in seconds (from `/proc`).
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.id())).expect("a running process");
+        // Fields after the command name (which may hold spaces): utime and stime are 14 and 15.
+        let fields: Vec<&str> = stat.rsplit_once(')').expect("pid (comm) ...").1.split_whitespace().collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        let per_second = Command::new("getconf").arg("CLK_TCK").output().expect("getconf runs");
+        ticks as f64 / String::from_utf8_lossy(&per_second.stdout).trim().parse::<f64>().unwrap_or(100.0)
+    }
+
     /// Waits at most `limit` for it to exit; kills it and fails the test if it does not.
     pub fn wait_within(mut self, limit: std::time::Duration, what: &str) -> ExitStatus {
         let deadline = std::time::Instant::now() + limit;

@@ -138,13 +138,11 @@ impl ChunkConsumer {
             assignment.add_partition_offset(&settings.topic, *partition, Offset::Stored).map_err(create)?;
         }
         consumer.assign(&assignment).map_err(create)?;
-        let dead_letters = ClientConfig::new()
-            .set("bootstrap.servers", &settings.brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .with_user_properties()
-            .create()
-            .map_err(create)?;
+        let dead_letters =
+            super::at_least_once_in_order(ClientConfig::new().set("bootstrap.servers", &settings.brokers))
+                .with_user_properties()
+                .create()
+                .map_err(create)?;
         let at_end = vec![partitions.is_empty(); partitions.len()];
         Ok(Self { consumer, dead_letters, settings, partitions, at_end })
     }

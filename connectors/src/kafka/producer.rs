@@ -1,8 +1,9 @@
 //! Producing audio chunks to Kafka with delivery accounting.
 //!
 //! An edge agent must not lose audio silently: every chunk is either acknowledged by the
-//! broker (all in-sync replicas, idempotent so librdkafka's own retries never double it) or
-//! counted as failed or dropped, and the agent says which. While the broker is away librdkafka
+//! broker (all in-sync replicas, in order; a retry may store a chunk twice, and the pipeline
+//! drops the repeat by its sequence number) or counted as failed or dropped, and the agent
+//! says which. While the broker is away librdkafka
 //! retries and buffers up to a bound; when the buffer is full a chunk waits a little, then is
 //! dropped and counted. A chunk whose delivery failed all the same (the broker was away past
 //! the delivery timeout, or answered an error, as a broker that restarts badly does) is kept
@@ -73,30 +74,28 @@ pub struct DeliveryReport {
     pub last_error: Option<String>,
 }
 
-/// Counts deliveries as the broker acknowledges them (the event producer's context).
+/// The event producer's context: keeps the records whose delivery failed, to be sent again.
 #[derive(Default)]
-pub(crate) struct DeliveryCounter {
-    delivered: AtomicU64,
-    failed: AtomicU64,
+pub(crate) struct EventDeliveries {
+    failed: Mutex<Vec<EventRecord>>,
     last_error: Mutex<Option<String>>,
 }
 
-impl ClientContext for DeliveryCounter {}
+/// One event record: its key and JSON value.
+pub(crate) struct EventRecord {
+    key: String,
+    json: String,
+}
 
-impl ProducerContext for DeliveryCounter {
-    type DeliveryOpaque = ();
+impl ClientContext for EventDeliveries {}
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        match result {
-            Ok(_) => {
-                self.delivered.fetch_add(1, Ordering::Relaxed);
-            }
-            Err((error, _)) => {
-                self.failed.fetch_add(1, Ordering::Relaxed);
-                if let Ok(mut last) = self.last_error.lock() {
-                    *last = Some(error.to_string());
-                }
-            }
+impl ProducerContext for EventDeliveries {
+    type DeliveryOpaque = Box<EventRecord>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, record: Box<EventRecord>) {
+        if let Err((error, _)) = result {
+            self.failed.lock().unwrap_or_else(PoisonError::into_inner).push(*record);
+            *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(error.to_string());
         }
     }
 }
@@ -281,16 +280,14 @@ impl ChunkProducer {
         })
     }
 
-    /// A new librdkafka producer (a new idempotent session).
+    /// A new librdkafka producer (a new session).
     fn client(
         settings: &ProducerSettings,
         latency: &Histogram,
     ) -> Result<ThreadedProducer<ChunkDeliveries>, KafkaTransportError> {
-        ClientConfig::new()
+        super::at_least_once_in_order(&mut ClientConfig::new())
             .set("bootstrap.servers", &settings.brokers)
             .set("client.id", &settings.client_id)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
             .set("linger.ms", "5")
             .set("delivery.timeout.ms", settings.delivery_timeout.as_millis().max(1).to_string())
             .set("queue.buffering.max.kbytes", (settings.buffer_max_bytes / 1024).max(1).to_string())
@@ -302,9 +299,8 @@ impl ChunkProducer {
     }
 
     /// Replaces the producer with a new one, carrying over its failed chunks (and those of its
-    /// in-flight ones that fail within a second). A broker that lost or garbled its producer
-    /// state in a crash can refuse an idempotent session's every later record (tansu answers
-    /// "unknown broker error"); a new session has no such history.
+    /// in-flight ones that fail within a second). A connection that keeps failing after the
+    /// broker came back (errors the client does not recover from by itself) starts afresh.
     fn reconnect(&mut self) -> Result<(), KafkaTransportError> {
         let fresh = Self::client(&self.settings, &self.latency)?;
         let old = std::mem::replace(&mut self.producer, fresh);
@@ -472,36 +468,40 @@ impl ChunkProducer {
     }
 }
 
-/// Anomaly events as JSON records on the anomaly topic, keyed by machine id.
+/// Anomaly events as JSON records on the anomaly topic, keyed by machine id. A record whose
+/// delivery fails (a broker that answers errors while it shuts down or restarts) is sent again
+/// with backoff within the flush; consumers drop repeats by `event_id`.
 pub struct EventProducer {
-    producer: ThreadedProducer<DeliveryCounter>,
+    producer: ThreadedProducer<EventDeliveries>,
     topic: String,
     brokers: String,
-    failed_seen: u64,
 }
 
-/// How long a flush waits for the broker to acknowledge an epoch's events.
+/// How long a flush waits for the broker to acknowledge an epoch's events, resends included.
 const EVENT_FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
+/// The first pause before failed events are sent again, and the longest.
+const EVENT_RESEND_FIRST_PAUSE: Duration = Duration::from_millis(500);
+const EVENT_RESEND_LONGEST_PAUSE: Duration = Duration::from_secs(8);
 
 impl EventProducer {
     pub fn connect(brokers: &str, topic: &str) -> Result<Self, KafkaTransportError> {
-        let producer = ClientConfig::new()
+        let producer = super::at_least_once_in_order(&mut ClientConfig::new())
             .set("bootstrap.servers", brokers)
             .set("client.id", "auscult-pipeline")
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
             .with_user_properties()
-            .create_with_context(DeliveryCounter::default())
+            .create_with_context(EventDeliveries::default())
             .map_err(|source| KafkaTransportError::Create { brokers: brokers.to_owned(), source })?;
-        Ok(Self { producer, topic: topic.to_owned(), brokers: brokers.to_owned(), failed_seen: 0 })
+        Ok(Self { producer, topic: topic.to_owned(), brokers: brokers.to_owned() })
     }
 
     pub fn send(&mut self, key: &str, json: &str) -> Result<(), KafkaTransportError> {
+        let mut opaque = Box::new(EventRecord { key: key.to_owned(), json: json.to_owned() });
         loop {
-            let record = BaseRecord::to(&self.topic).key(key).payload(json);
+            let record = BaseRecord::with_opaque_to(&self.topic, opaque).key(key).payload(json);
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), record)) => {
+                    opaque = record.delivery_opaque;
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 Err((source, _)) => return Err(KafkaTransportError::Send { topic: self.topic.clone(), source }),
@@ -509,23 +509,38 @@ impl EventProducer {
         }
     }
 
-    /// Returns once every event sent is acknowledged; an error if any was not.
+    /// Returns once every event sent is acknowledged, sending failed ones again with backoff;
+    /// an error if some are still not delivered after [`EVENT_FLUSH_TIMEOUT`].
     pub fn flush(&mut self) -> Result<(), KafkaTransportError> {
-        self.producer
-            .flush(EVENT_FLUSH_TIMEOUT)
-            .map_err(|source| KafkaTransportError::Send { topic: self.topic.clone(), source })?;
-        let context = self.producer.context();
-        let failed = context.failed.load(Ordering::Relaxed);
-        if failed > self.failed_seen {
-            self.failed_seen = failed;
-            let reason = context.last_error.lock().ok().and_then(|last| last.clone()).unwrap_or_default();
-            return Err(KafkaTransportError::Undelivered {
-                topic: self.topic.clone(),
-                brokers: self.brokers.clone(),
-                reason,
-            });
+        let deadline = Instant::now() + EVENT_FLUSH_TIMEOUT;
+        let mut pause = EVENT_RESEND_FIRST_PAUSE;
+        loop {
+            self.producer
+                .flush(deadline.saturating_duration_since(Instant::now()))
+                .map_err(|source| KafkaTransportError::Send { topic: self.topic.clone(), source })?;
+            let context = self.producer.context();
+            let failed = std::mem::take(&mut *context.failed.lock().unwrap_or_else(PoisonError::into_inner));
+            if failed.is_empty() {
+                return Ok(());
+            }
+            let reason = context.last_error.lock().unwrap_or_else(PoisonError::into_inner).clone().unwrap_or_default();
+            if Instant::now() + pause >= deadline {
+                return Err(KafkaTransportError::Undelivered {
+                    topic: self.topic.clone(),
+                    brokers: self.brokers.clone(),
+                    reason: format!(
+                        "{} record(s) after {EVENT_FLUSH_TIMEOUT:?} of resending; last error: {reason}",
+                        failed.len()
+                    ),
+                });
+            }
+            tracing::warn!(topic = %self.topic, "{} record(s) not delivered ({reason}): sending them again in {pause:?}", failed.len());
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(EVENT_RESEND_LONGEST_PAUSE);
+            for record in failed {
+                self.send(&record.key, &record.json)?;
+            }
         }
-        Ok(())
     }
 }
 

@@ -11,9 +11,15 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 /// Settings the delivery guarantee depends on (offsets committed only after outputs are durable,
-/// idempotent acks=all producers, end-of-partition events for the idle rule).
-const PROTECTED: [&str; 5] =
-    ["enable.auto.commit", "enable.partition.eof", "enable.idempotence", "acks", "bootstrap.servers"];
+/// acks=all producers that keep a partition's order, end-of-partition events for the idle rule).
+const PROTECTED: [&str; 6] = [
+    "enable.auto.commit",
+    "enable.partition.eof",
+    "enable.idempotence",
+    "acks",
+    "max.in.flight.requests.per.connection",
+    "bootstrap.servers",
+];
 
 static PROPERTIES: OnceLock<BTreeMap<String, String>> = OnceLock::new();
 

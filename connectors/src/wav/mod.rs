@@ -194,9 +194,14 @@ fn raw_data_reader(path: &Path, format: SampleFormat, channels: u16) -> Option<B
         match &header[..4] {
             b"data" => break,
             b"fmt " => {
-                let mut fmt = vec![0u8; length + length % 2];
+                // Only its first 16 bytes matter here; the length is the file's word, so the
+                // rest is skipped, never allocated (a lying length asked for 4 GiB: found by
+                // fuzz/run.sh).
+                let mut fmt = [0u8; 16];
                 reader.read_exact(&mut fmt).ok()?;
-                block_align = Some(u16::from_le_bytes([*fmt.get(12)?, *fmt.get(13)?]));
+                block_align = Some(u16::from_le_bytes([fmt[12], fmt[13]]));
+                let rest = (length + length % 2).checked_sub(fmt.len())?;
+                std::io::copy(&mut (&mut reader).take(rest as u64), &mut std::io::sink()).ok()?;
             }
             _ => {
                 std::io::copy(&mut (&mut reader).take((length + length % 2) as u64), &mut std::io::sink()).ok()?;
