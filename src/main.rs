@@ -20,6 +20,9 @@ struct Cli {
     /// Log filter (error, warn, info, debug, or a tracing filter); also RUST_LOG.
     #[arg(long, global = true, default_value = "warn", value_name = "FILTER")]
     log: String,
+    /// Log lines as text, or as one JSON object per line for log shippers.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     /// A librdkafka property for every Kafka client (TLS, SASL, ...), `KEY=VALUE`, repeatable;
     /// on top of `[kafka.properties]`. A value `${NAME}` is read from the environment.
     #[arg(long = "kafka-property", global = true, value_name = "KEY=VALUE", value_parser = parse_property_flag)]
@@ -44,6 +47,19 @@ enum Command {
     Demo(commands::demo::DemoArgs),
     /// Detection quality (AUC, pAUC, false alarms) on a labelled DCASE or MIMII corpus.
     Eval(commands::eval::EvalArgs),
+    /// Print the effective configuration (defaults, then --config, then AUSCULT_* variables) as TOML.
+    Config,
+    /// Print a shell completion script (e.g. `auscult completions bash > /etc/bash_completion.d/auscult`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 fn main() {
@@ -52,12 +68,11 @@ fn main() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
     // Colours only on a terminal: logs that go to a file or a collector stay plain text.
     let colours = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(colours)
-        .with_target(false)
-        .init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    match cli.log_format {
+        LogFormat::Text => logs.with_ansi(colours).init(),
+        LogFormat::Json => logs.json().with_current_span(false).init(),
+    }
     if let Err(error) = dispatch(cli) {
         // A reader that went away (`auscult features ... -o - | head`) ends the program
         // quietly, as Unix tools do.
@@ -97,10 +112,16 @@ fn parse_property_flag(text: &str) -> Result<(String, String), String> {
 }
 
 fn dispatch(cli: Cli) -> Result<()> {
-    let mut config = match &cli.config {
-        Some(path) => Config::from_toml_file(path)?,
-        None => Config::default(),
-    };
+    if let Command::Completions { shell } = cli.command {
+        clap_complete::generate(
+            shell,
+            &mut <Cli as clap::CommandFactory>::command(),
+            "auscult",
+            &mut std::io::stdout(),
+        );
+        return Ok(());
+    }
+    let mut config = Config::load(cli.config.as_deref(), std::env::vars())?;
     config.kafka.properties.extend(cli.kafka_properties.iter().cloned());
     auscult_connectors::kafka::use_client_properties(&config.kafka.properties)?;
     match cli.command {
@@ -111,6 +132,12 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Simulate(args) => commands::simulate::execute(args),
         Command::Demo(args) => commands::demo::execute(args, config),
         Command::Eval(args) => commands::eval::execute(args, config),
+        Command::Config => {
+            print!("{}", config.to_toml());
+            Ok(())
+        }
+        // Written above, before the configuration is read.
+        Command::Completions { .. } => Ok(()),
     }
 }
 

@@ -96,13 +96,28 @@ impl RunTotals {
 }
 
 /// Prints the per-machine table and the totals.
+/// Machines listed one per line in the printed summary.
+const MACHINE_LINES: usize = 25;
+/// Skipped inputs listed in the printed summary.
+const SKIPPED_LINES: usize = 10;
+
 pub fn print_run_summary(out: &mut impl Write, totals: &RunTotals, archive: Option<&Path>) -> io::Result<()> {
     writeln!(
         out,
         "{:<16} {:<8} {:>8} {:>8} {:>8} {:>7} {:>9}  explained by",
         "machine", "type", "audio s", "learned", "scored", "alerts", "state KiB"
     )?;
-    for machine in &totals.machines {
+    // A fleet of thousands prints the machines that alerted first, then the most heard, up to
+    // MACHINE_LINES; the full table is in --summary-json.
+    let mut machines: Vec<&_> = totals.machines.iter().collect();
+    machines.sort_by(|a, b| {
+        b.alerts_opened
+            .cmp(&a.alerts_opened)
+            .then(b.audio_s.total_cmp(&a.audio_s))
+            .then(a.machine_id.cmp(&b.machine_id))
+    });
+    let hidden = machines.len().saturating_sub(MACHINE_LINES);
+    for machine in machines.into_iter().take(MACHINE_LINES) {
         let bands: Vec<String> = machine
             .last_alert_bands
             .iter()
@@ -119,6 +134,14 @@ pub fn print_run_summary(out: &mut impl Write, totals: &RunTotals, archive: Opti
             machine.alerts_opened,
             machine.state_bytes as f64 / 1024.0,
             if bands.is_empty() { "-".to_owned() } else { bands.join(", ") }
+        )?;
+    }
+    if hidden > 0 {
+        let alerted = totals.machines.iter().filter(|machine| machine.alerts_opened > 0).count();
+        writeln!(
+            out,
+            "... and {hidden} more machine(s) ({alerted} of all {} alerted; every machine is in --summary-json)",
+            totals.machines.len()
         )?;
     }
     writeln!(
@@ -188,8 +211,11 @@ pub fn print_run_summary(out: &mut impl Write, totals: &RunTotals, archive: Opti
         let reasons: Vec<String> =
             totals.skipped_by_reason.iter().map(|(reason, count)| format!("{count} {reason}")).collect();
         writeln!(out, "skipped {total} input(s) ({}); the first of each reason:", reasons.join(", "))?;
-        for line in &totals.skipped {
+        for line in totals.skipped.iter().take(SKIPPED_LINES) {
             writeln!(out, "  {line}")?;
+        }
+        if totals.skipped.len() > SKIPPED_LINES {
+            writeln!(out, "  ... {} more in --summary-json", totals.skipped.len() - SKIPPED_LINES)?;
         }
     }
     Ok(())

@@ -262,19 +262,63 @@ pub enum ConfigError {
     Parse { path: String, reason: String },
     #[error("config value {field} = {value} is not allowed: {reason}")]
     Invalid { field: &'static str, value: String, reason: &'static str },
+    #[error("environment variable {variable}: {reason}")]
+    Environment { variable: String, reason: String },
 }
 
+/// The prefix of environment variables that override settings: `AUSCULT_KAFKA__BROKERS` is
+/// `kafka.brokers`; sections and keys are separated by a double underscore.
+pub const ENV_PREFIX: &str = "AUSCULT_";
+
 impl Config {
-    /// Reads a TOML file; missing fields keep their defaults.
-    pub fn from_toml_file(path: &std::path::Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
-        let config: Config = toml::from_str(&text).map_err(|error| ConfigError::Parse {
-            path: path.display().to_string(),
-            reason: error.message().to_owned(),
+    /// The effective configuration: the TOML file if one is given, then every environment
+    /// variable `AUSCULT_SECTION__KEY` (from `env`) on top of it, then the checks. A value is
+    /// read as TOML (`5000`, `true`, `0.5`, `["a", "b"]`) or else taken as text, so
+    /// `AUSCULT_KAFKA__BROKERS=host:9092` needs no quotes. Variables without a double
+    /// underscore (`AUSCULT_TEST_PYTHON`) are not settings and are ignored.
+    pub fn load(
+        path: Option<&std::path::Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let (mut table, source) = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+                let table: toml::Table = toml::from_str(&text).map_err(|error| ConfigError::Parse {
+                    path: path.display().to_string(),
+                    reason: error.message().to_owned(),
+                })?;
+                (table, path.display().to_string())
+            }
+            None => (toml::Table::new(), "the defaults".to_owned()),
+        };
+        let mut overridden = Vec::new();
+        let mut env: Vec<(String, String)> = env.into_iter().collect();
+        env.sort();
+        for (variable, value) in env {
+            let Some(path) = variable.strip_prefix(ENV_PREFIX).filter(|rest| rest.contains("__")) else { continue };
+            let keys: Vec<String> = path.split("__").map(str::to_lowercase).collect();
+            set_path(&mut table, &keys, env_value(&value))
+                .map_err(|reason| ConfigError::Environment { variable: variable.clone(), reason })?;
+            overridden.push(variable);
+        }
+        let config: Config = toml::Value::Table(table).try_into().map_err(|error: toml::de::Error| {
+            let source =
+                if overridden.is_empty() { source.clone() } else { format!("{source} + {}", overridden.join(", ")) };
+            ConfigError::Parse { path: source, reason: error.message().to_owned() }
         })?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// The configuration as TOML, every field written out (`auscult config`).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|error| format!("# cannot write the configuration: {error}\n"))
+    }
+
+    /// Reads a TOML file; missing fields keep their defaults.
+    pub fn from_toml_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        Self::load(Some(path), std::iter::empty())
     }
 
     /// Checks the values that the types alone do not.
@@ -340,6 +384,29 @@ impl Config {
     }
 }
 
+/// A value from the environment: TOML if it parses as a value, else the text itself.
+fn env_value(text: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("value = {text}"))
+        .ok()
+        .and_then(|mut table| table.remove("value"))
+        .unwrap_or_else(|| toml::Value::String(text.to_owned()))
+}
+
+/// Sets `keys` (a section path, then a key) in `table`, making the sections on the way.
+fn set_path(table: &mut toml::Table, keys: &[String], value: toml::Value) -> Result<(), String> {
+    let (key, sections) = keys.split_last().ok_or("names no setting")?;
+    let mut table = table;
+    for section in sections {
+        let entry = table.entry(section.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry.as_table_mut().ok_or_else(|| format!("{section} is a value, not a section"))?;
+    }
+    if key.is_empty() {
+        return Err("names no setting".to_owned());
+    }
+    table.insert(key.clone(), value);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,5 +437,40 @@ mod tests {
         let mut config = Config::default();
         config.alerts.open_k = 4;
         assert!(matches!(config.validate(), Err(ConfigError::Invalid { field: "alerts", .. })));
+    }
+
+    #[test]
+    fn environment_variables_override_the_file_and_are_named_when_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auscult.toml");
+        std::fs::write(&path, "[kafka]\nbrokers = \"file:9092\"\n[stream]\nmax_machines = 10\n").unwrap();
+        let env =
+            |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+        let config = Config::load(
+            Some(&path),
+            env(&[
+                ("AUSCULT_KAFKA__BROKERS", "env:9092"),
+                ("AUSCULT_MODEL__LEARNING_S", "30"),
+                ("AUSCULT_TEST_PYTHON", "/not/a/setting"),
+                ("PATH", "/bin"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.kafka.brokers, "env:9092", "text needs no quotes");
+        assert_eq!(config.model.learning_s, 30.0);
+        assert_eq!(config.stream.max_machines, 10, "the file's own value stays");
+        let unknown = Config::load(None, env(&[("AUSCULT_KAFKA__BROKRES", "x")])).unwrap_err().to_string();
+        assert!(unknown.contains("AUSCULT_KAFKA__BROKRES") && unknown.contains("brokres"), "{unknown}");
+        let bad = Config::load(None, env(&[("AUSCULT_STREAM__MAX_MACHINES", "many")])).unwrap_err().to_string();
+        assert!(bad.contains("AUSCULT_STREAM__MAX_MACHINES"), "{bad}");
+        let checked = Config::load(None, env(&[("AUSCULT_MODEL__FALSE_ALARM_RATE", "0.9")])).unwrap_err().to_string();
+        assert!(checked.contains("model.false_alarm_rate"), "{checked}");
+    }
+
+    #[test]
+    fn the_printed_configuration_reads_back_as_the_same() {
+        let config = Config::load(None, vec![("AUSCULT_KAFKA__BROKERS".to_owned(), "h:1".to_owned())]).unwrap();
+        let again: Config = toml::from_str(&config.to_toml()).unwrap();
+        assert_eq!(again, config);
     }
 }
