@@ -5,6 +5,7 @@
 
 mod common;
 
+use auscult_schemas::{AudioChunk, ChunkOrigin};
 use common::broker::Broker;
 use common::{auscult, read_json, read_jsonl, run_ok, Spawned};
 use std::collections::BTreeSet;
@@ -117,6 +118,20 @@ fn through_an_outage(stop: BrokerStop) {
     let status = live.wait_within(Duration::from_secs(30), "the live pipeline after SIGTERM");
     let log = std::fs::read_to_string(dir.path().join("live.log")).unwrap();
     assert!(status.success(), "{log}");
+
+    // In the topic, no chunk comes after a later one of its machine, unless it is a repeat of
+    // one already there (the pipeline drops an older chunk: its audio would be lost).
+    let mut newest: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    let mut seen: BTreeSet<(String, u64)> = BTreeSet::new();
+    for record in broker.consume("auscult.audio", chunks as usize, Duration::from_secs(60)) {
+        let chunk = AudioChunk::decode(&record.value, ChunkOrigin::File { path: "topic".to_owned() }).unwrap();
+        let key = (chunk.machine_id.to_string(), chunk.sequence);
+        let newest = newest.entry(key.0.clone()).or_insert(chunk.sequence);
+        assert!(chunk.sequence >= *newest || seen.contains(&key), "{key:?} arrived after sequence {newest}");
+        *newest = (*newest).max(chunk.sequence);
+        seen.insert(key);
+    }
+    assert_eq!(seen.len() as u64, chunks, "every chunk in the topic");
 
     // Every chunk heard, every window scored once: as a run over the same topic afterwards.
     let reference = pipeline(&broker, dir.path(), "reference", &["--stop-when-idle", "3"]);

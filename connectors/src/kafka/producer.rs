@@ -204,6 +204,11 @@ impl Resends {
     pub fn repeated(&self) -> bool {
         self.pause > Self::FIRST_PAUSE
     }
+
+    /// Whether no round has started since the last reset.
+    pub fn idle(&self) -> bool {
+        self.next.is_none()
+    }
 }
 
 impl Default for Resends {
@@ -229,6 +234,10 @@ pub struct ChunkProducer {
     latency: Histogram,
     /// Brought up to date after every send and flush, when metrics are served.
     metrics: Option<Arc<AgentMetrics>>,
+    /// Chunks not handed to librdkafka yet because earlier ones wait to be sent again: a
+    /// machine's chunks must reach its partition in order (the pipeline drops a chunk older
+    /// than one it has processed), so after a failure nothing newer goes ahead of the resends.
+    held: VecDeque<Box<AudioChunk>>,
 }
 
 /// The audio topic's partition count, learned from the broker's metadata. While the broker has
@@ -277,6 +286,7 @@ impl ChunkProducer {
             delivered_before: 0,
             latency,
             metrics: None,
+            held: VecDeque::new(),
         })
     }
 
@@ -331,6 +341,12 @@ impl ChunkProducer {
     /// counted (returns `Ok(false)`).
     pub fn send(&mut self, chunk: &AudioChunk) -> Result<bool, KafkaTransportError> {
         self.resend_due(Instant::now())?;
+        if self.recovering() {
+            self.hold(Box::new(chunk.clone()));
+            self.sent += 1;
+            self.record_metrics();
+            return Ok(true);
+        }
         let handed = self.hand_over(Box::new(chunk.clone()))?;
         if handed {
             self.sent += 1;
@@ -341,9 +357,46 @@ impl ChunkProducer {
         Ok(handed)
     }
 
-    /// Sends the failed chunks again if a round is due; drops the oldest of them while they
-    /// alone exceed the buffer.
+    /// Whether chunks wait to be sent again (failed, or held behind failed ones).
+    fn recovering(&self) -> bool {
+        !self.held.is_empty()
+            || !self.producer.context().failed_chunks.lock().unwrap_or_else(PoisonError::into_inner).is_empty()
+    }
+
+    /// Keeps a chunk back until the resends before it are delivered; while the held and
+    /// failed chunks together exceed the buffer, the oldest held one is dropped.
+    fn hold(&mut self, chunk: Box<AudioChunk>) {
+        self.held.push_back(chunk);
+        let failed_bytes: usize = self
+            .producer
+            .context()
+            .failed_chunks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|chunk| chunk.payload.len())
+            .sum();
+        let mut bytes = failed_bytes + self.held.iter().map(|chunk| chunk.payload.len()).sum::<usize>();
+        while bytes > self.settings.buffer_max_bytes {
+            let Some(oldest) = self.held.pop_front() else { break };
+            bytes -= oldest.payload.len();
+            self.dropped += 1;
+        }
+    }
+
+    /// Sends the failed chunks again if a round is due, in capture order; drops the oldest of
+    /// them while they alone exceed the buffer. The first failure also takes back what waits
+    /// in librdkafka's queue behind it (purged, it fails and is resent in order). Once every
+    /// resend is delivered, the held chunks go.
     fn resend_due(&mut self, now: Instant) -> Result<(), KafkaTransportError> {
+        let first_failure =
+            !self.producer.context().failed_chunks.lock().unwrap_or_else(PoisonError::into_inner).is_empty()
+                && self.held.is_empty()
+                && !self.resends.repeated()
+                && self.resends.idle();
+        if first_failure {
+            self.producer.purge(PurgeConfig::default().queue());
+        }
         let failed = {
             let mut failed = self.producer.context().failed_chunks.lock().unwrap_or_else(PoisonError::into_inner);
             let mut bytes: usize = failed.iter().map(|chunk| chunk.payload.len()).sum();
@@ -354,11 +407,17 @@ impl ChunkProducer {
             }
             if failed.is_empty() && self.producer.in_flight_count() == 0 {
                 self.resends.reset();
+                drop(failed);
+                return self.release_held();
             }
             if !self.resends.due(failed.len(), now) {
                 return Ok(());
             }
-            std::mem::take(&mut *failed)
+            let mut failed: Vec<Box<AudioChunk>> = std::mem::take(&mut *failed).into();
+            failed.sort_by(|a, b| {
+                (a.capture_start_us, &a.machine_id, a.sequence).cmp(&(b.capture_start_us, &b.machine_id, b.sequence))
+            });
+            failed
         };
         // Chunks sent again last round failed again: start a new session before this one.
         if self.resends.repeated() {
@@ -370,6 +429,16 @@ impl ChunkProducer {
             if self.hand_over(chunk)? {
                 self.resent += 1;
             } else {
+                self.dropped += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands the held chunks over, in the order they came.
+    fn release_held(&mut self) -> Result<(), KafkaTransportError> {
+        while let Some(chunk) = self.held.pop_front() {
+            if !self.hand_over(chunk)? {
                 self.dropped += 1;
             }
         }
@@ -433,7 +502,7 @@ impl ChunkProducer {
                 break;
             }
             let failed = self.producer.context().failed_chunks.lock().unwrap_or_else(PoisonError::into_inner).len();
-            if failed == 0 && self.producer.in_flight_count() == 0 {
+            if failed == 0 && self.held.is_empty() && self.producer.in_flight_count() == 0 {
                 break;
             }
         }
@@ -462,7 +531,7 @@ impl ChunkProducer {
             failed: context.failed_chunks.lock().unwrap_or_else(PoisonError::into_inner).len() as u64,
             resent: self.resent,
             dropped: self.dropped,
-            unflushed: u64::try_from(self.producer.in_flight_count()).unwrap_or(0),
+            unflushed: u64::try_from(self.producer.in_flight_count()).unwrap_or(0) + self.held.len() as u64,
             last_error: context.last_error.lock().ok().and_then(|last| last.clone()),
         }
     }
