@@ -126,7 +126,15 @@ fn dispatch(cli: Cli) -> Result<()> {
     auscult_connectors::kafka::use_client_properties(&config.kafka.properties)?;
     match cli.command {
         Command::Run(args) => commands::run::execute(args, config),
-        Command::Agent(args) => commands::agent::execute(args, config),
+        Command::Agent(args) => {
+            let settings = commands::agent::AgentSettings {
+                simulated_fault_onset_s: config.model.learning_s + commands::run::FAULT_AFTER_LEARNING_S,
+                chunk_ms: config.stream.chunk_ms,
+                kafka: config.kafka,
+                metrics: config.metrics,
+            };
+            commands::agent::execute(args, settings)
+        }
         Command::Topics(args) => commands::topics::execute(args, config),
         Command::Features(args) => commands::features::execute(args, config),
         Command::Simulate(args) => commands::simulate::execute(args),

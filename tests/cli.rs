@@ -81,3 +81,14 @@ fn a_large_fleet_prints_a_short_summary_alerted_machines_first() {
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
     assert_eq!(json["totals"]["machines"].as_array().unwrap().len(), 40, "the JSON has every machine");
 }
+
+#[test]
+fn the_edge_agent_does_not_depend_on_the_pipeline() {
+    // The agent's logic is `connectors::edge`; its command takes its settings from `main`.
+    for file in ["src/commands/agent.rs", "connectors/src/edge.rs"] {
+        let source = std::fs::read_to_string(common::repo().join(file)).unwrap();
+        assert!(!source.contains("auscult_pipeline"), "{file} uses the pipeline crate");
+    }
+    let manifest = std::fs::read_to_string(common::repo().join("connectors/Cargo.toml")).unwrap();
+    assert!(!manifest.contains("auscult-pipeline"), "connectors depends on the pipeline");
+}

@@ -61,6 +61,64 @@ impl MachineStream {
     }
 }
 
+/// The machines a run or an agent reads without Kafka: WAV files grouped by machine, or a
+/// simulated fleet.
+#[derive(Clone)]
+pub enum LocalMachines {
+    Files(Vec<MachineFiles>),
+    Simulated { machines: Vec<SimulatedMachineSpec>, duration_s: f64 },
+}
+
+/// What `--input DIR` or `--simulate N` names.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LocalSource<'a> {
+    /// A corpus folder (DCASE or MIMII layout, or a manifest).
+    Folder(&'a std::path::Path),
+    /// `machines` simulated machines (every fourth develops a fault at `fault_onset_s`).
+    Simulated { machines: usize, seed: u64, snr_db: f64, duration_s: f64, fault_onset_s: f64 },
+}
+
+/// Why local machines could not be listed.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error(transparent)]
+    Layout(#[from] crate::layout::LayoutError),
+    #[error("{0}: no WAV files of any machine found")]
+    NoMachines(String),
+}
+
+impl LocalMachines {
+    /// The machines `source` names; files it skipped are returned, one line each.
+    pub fn discover(source: &LocalSource<'_>) -> Result<(Self, Vec<String>), LocalError> {
+        match *source {
+            LocalSource::Folder(dir) => {
+                let discovery = crate::layout::discover(dir)?;
+                if discovery.machines.is_empty() {
+                    return Err(LocalError::NoMachines(dir.display().to_string()));
+                }
+                Ok((LocalMachines::Files(discovery.machines), discovery.skipped))
+            }
+            LocalSource::Simulated { machines, seed, snr_db, duration_s, fault_onset_s } => {
+                let spec = crate::simulator::FleetSpec { machines, seed, snr_db, fault_onset_s, ..Default::default() };
+                Ok((LocalMachines::Simulated { machines: crate::simulator::fleet(&spec), duration_s }, Vec::new()))
+            }
+        }
+    }
+
+    /// A stream of every machine, cut into `chunk_ms` chunks from `start_time_us`.
+    pub fn open_all(&self, chunk_ms: u32, start_time_us: i64) -> Vec<MachineStream> {
+        match self {
+            LocalMachines::Files(machines) => {
+                machines.iter().map(|machine| MachineStream::files(machine.clone(), chunk_ms, start_time_us)).collect()
+            }
+            LocalMachines::Simulated { machines, duration_s } => machines
+                .iter()
+                .map(|spec| MachineStream::simulated(spec.clone(), *duration_s, chunk_ms, start_time_us))
+                .collect(),
+        }
+    }
+}
+
 /// Holds chunks back until their capture time, scaled by the replay speed, has come.
 pub struct Pacer {
     started: Instant,

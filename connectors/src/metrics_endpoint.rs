@@ -3,11 +3,23 @@
 //! `/readyz` (it is ready for traffic). One small thread on `tiny_http`; what the pages say is
 //! the caller's ([`Pages`]), so the pipeline and the agent share it.
 
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
+
+/// Prometheus metrics and health probes of `run` and `agent` (`--metrics` overrides).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Where to serve `/metrics`, `/healthz` and `/readyz` (`host:port`); none by default.
+    pub address: Option<String>,
+    /// Also count windows per machine (a `machine` label): off by default, since its values
+    /// grow with the fleet and every value is a series Prometheus keeps.
+    pub machine_labels: bool,
+}
 
 /// How long the server thread waits for a request before checking whether to stop.
 const POLL: Duration = Duration::from_millis(200);

@@ -5,19 +5,15 @@
 //! configuration into its settings.
 
 use anyhow::{bail, Context, Result};
-use auscult_connectors::edge::{send_merged, Pacer, SentPerMachine, StdinAudio};
-use auscult_connectors::kafka::{AgentMetrics, ChunkProducer, DeliveryReport, ProducerSettings};
-use auscult_connectors::metrics_endpoint::{MetricsEndpoint, Pages};
-use auscult_pipeline::sources::SourcePlan;
-use auscult_pipeline::Config;
+use auscult_connectors::edge::{send_merged, LocalMachines, LocalSource, Pacer, SentPerMachine, StdinAudio};
+use auscult_connectors::kafka::{AgentMetrics, ChunkProducer, DeliveryReport, KafkaConfig, ProducerSettings};
+use auscult_connectors::metrics_endpoint::{MetricsConfig, MetricsEndpoint, Pages};
 use auscult_schemas::{MachineId, MachineType, SampleFormat};
 use clap::Args;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use super::run::{local_plan, Simulation};
 
 #[derive(Debug, Args)]
 pub struct AgentArgs {
@@ -83,7 +79,18 @@ fn parse_format(text: &str) -> Result<SampleFormat, String> {
     }
 }
 
-pub fn execute(args: AgentArgs, config: Config) -> Result<()> {
+/// What the agent takes from the configuration (`main` reads the whole file): the agent does
+/// not depend on the pipeline.
+pub struct AgentSettings {
+    pub kafka: KafkaConfig,
+    pub metrics: MetricsConfig,
+    /// Audio per chunk, ms (`stream.chunk_ms`).
+    pub chunk_ms: u32,
+    /// When the faulty ones of `--simulate` machines start to fail, s into their audio.
+    pub simulated_fault_onset_s: f64,
+}
+
+pub fn execute(args: AgentArgs, config: AgentSettings) -> Result<()> {
     if !(args.speed >= 0.0 && args.speed.is_finite()) {
         bail!("--speed {} is not allowed: give 0 (as fast as possible) or a positive factor", args.speed);
     }
@@ -116,7 +123,7 @@ pub fn execute(args: AgentArgs, config: Config) -> Result<()> {
     };
     eprintln!("auscult agent: producing to {} on {}", settings.topic, settings.brokers);
     let mut sent = SentPerMachine::new();
-    let chunk_ms = config.stream.chunk_ms;
+    let chunk_ms = config.chunk_ms;
     if args.stdin {
         let audio = StdinAudio {
             machine_id: MachineId::new(args.machine_id.clone().unwrap_or_default())
@@ -131,8 +138,7 @@ pub fn execute(args: AgentArgs, config: Config) -> Result<()> {
         };
         audio.send_all(&mut std::io::stdin().lock(), &mut producer, &stop, &mut sent)?;
     } else {
-        let plan = plan(&args, &config)?;
-        let mut streams = plan.open_for_worker(0, &plan.placement(1), chunk_ms, start_time_us);
+        let mut streams = local_machines(&args, &config)?.open_all(chunk_ms, start_time_us);
         send_merged(&mut streams, &mut producer, &Pacer::new(start_time_us, args.speed), &stop, &mut sent)?;
     }
     if stop.load(Ordering::Relaxed) {
@@ -169,10 +175,24 @@ impl Pages for AgentPages {
     }
 }
 
-fn plan(args: &AgentArgs, config: &Config) -> Result<SourcePlan> {
-    let simulation = Simulation { seed: args.seed, snr_db: args.snr, duration_s: args.duration };
-    local_plan(args.input.as_deref(), args.simulate, &simulation, config, &mut Vec::new())?
-        .context("give --input DIR, --simulate N or --stdin")
+/// The machines `--input` or `--simulate` names; skipped files are said on stderr.
+fn local_machines(args: &AgentArgs, config: &AgentSettings) -> Result<LocalMachines> {
+    let source = match (&args.input, args.simulate) {
+        (Some(dir), _) => LocalSource::Folder(dir),
+        (None, Some(machines)) => LocalSource::Simulated {
+            machines,
+            seed: args.seed,
+            snr_db: args.snr,
+            duration_s: args.duration,
+            fault_onset_s: config.simulated_fault_onset_s,
+        },
+        (None, None) => bail!("give --input DIR, --simulate N or --stdin"),
+    };
+    let (machines, skipped) = LocalMachines::discover(&source)?;
+    for note in skipped {
+        eprintln!("skipped: {note}");
+    }
+    Ok(machines)
 }
 
 fn now_us() -> i64 {

@@ -2,11 +2,10 @@
 
 use crate::summary::{print_run_summary, RunTotals};
 use anyhow::{bail, Context, Result};
+use auscult_connectors::edge::{LocalMachines, LocalSource};
 use auscult_connectors::events::EventTarget;
 use auscult_connectors::kafka::partition_count;
-use auscult_connectors::layout::discover;
 use auscult_connectors::metrics_endpoint::{MetricsEndpoint, Pages};
-use auscult_connectors::simulator::{fleet, FleetSpec};
 use auscult_pipeline::checkpoint;
 use auscult_pipeline::dataflow::{run, CheckpointPlan, RunPlan, WorkerReport};
 use auscult_pipeline::metrics::PipelineMetrics;
@@ -169,29 +168,35 @@ pub fn local_plan(
     config: &Config,
     skipped: &mut Vec<String>,
 ) -> Result<Option<SourcePlan>> {
+    let Some(source) = local_source(input, simulate, simulation, config) else { return Ok(None) };
+    let (machines, skipped_now) = LocalMachines::discover(&source)?;
+    for note in &skipped_now {
+        eprintln!("skipped: {note}");
+    }
+    skipped.extend(skipped_now);
+    Ok(Some(match machines {
+        LocalMachines::Files(machines) => SourcePlan::Files { machines },
+        LocalMachines::Simulated { machines, duration_s } => SourcePlan::Simulated { machines, duration_s },
+    }))
+}
+
+/// What `--input DIR` or `--simulate N` names (`--input` first); `None` for neither.
+pub fn local_source<'a>(
+    input: Option<&'a std::path::Path>,
+    simulate: Option<usize>,
+    simulation: &Simulation,
+    config: &Config,
+) -> Option<LocalSource<'a>> {
     match (input, simulate) {
-        (Some(dir), _) => {
-            let discovery = discover(dir)?;
-            skipped.extend(discovery.skipped.iter().cloned());
-            for note in &discovery.skipped {
-                eprintln!("skipped: {note}");
-            }
-            if discovery.machines.is_empty() {
-                bail!("{}: no WAV files of any machine found", dir.display());
-            }
-            Ok(Some(SourcePlan::Files { machines: discovery.machines }))
-        }
-        (None, Some(machines)) => {
-            let spec = FleetSpec {
-                machines,
-                seed: simulation.seed,
-                snr_db: simulation.snr_db,
-                fault_onset_s: config.model.learning_s + FAULT_AFTER_LEARNING_S,
-                ..FleetSpec::default()
-            };
-            Ok(Some(SourcePlan::Simulated { machines: fleet(&spec), duration_s: simulation.duration_s }))
-        }
-        (None, None) => Ok(None),
+        (Some(dir), _) => Some(LocalSource::Folder(dir)),
+        (None, Some(machines)) => Some(LocalSource::Simulated {
+            machines,
+            seed: simulation.seed,
+            snr_db: simulation.snr_db,
+            duration_s: simulation.duration_s,
+            fault_onset_s: config.model.learning_s + FAULT_AFTER_LEARNING_S,
+        }),
+        (None, None) => None,
     }
 }
 

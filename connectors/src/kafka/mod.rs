@@ -7,6 +7,7 @@
 //! `sequence`). Every producer auscult makes is at-least-once and in order ([`at_least_once_in_order`]).
 
 pub mod admin;
+pub mod config;
 pub mod consumer;
 pub mod producer;
 pub mod properties;
@@ -15,6 +16,7 @@ pub mod registry;
 mod agent_metrics;
 pub use admin::{create_topics, partition_count, TopicOutcome};
 pub use agent_metrics::AgentMetrics;
+pub use config::KafkaConfig;
 pub use consumer::{ChunkConsumer, ConsumerSettings, DeadLetter, Polled};
 pub use producer::{ChunkProducer, DeliveryReport, EventProducer, KafkaTransportError, ProducerSettings};
 pub use properties::{parse_property, use_client_properties, PropertyError};
