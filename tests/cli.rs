@@ -92,3 +92,36 @@ fn the_edge_agent_does_not_depend_on_the_pipeline() {
     let manifest = std::fs::read_to_string(common::repo().join("connectors/Cargo.toml")).unwrap();
     assert!(!manifest.contains("auscult-pipeline"), "connectors depends on the pipeline");
 }
+
+#[test]
+fn an_object_storage_url_is_refused_not_taken_as_a_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = auscult()
+        .current_dir(dir.path())
+        .args(["run", "--simulate", "1", "--duration", "2", "--archive", "s3://bucket/prefix"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && said.contains("s3://") && said.contains("object storage"), "{said}");
+    assert!(!dir.path().join("s3:").exists(), "a local folder named s3: was made");
+}
+
+#[test]
+fn simulate_stays_quiet_in_a_pipe_apart_from_its_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run_ok(auscult().arg("simulate").arg(dir.path()).args([
+        "--ids",
+        "1",
+        "--train",
+        "2",
+        "--test-normal",
+        "1",
+        "--test-anomaly",
+        "1",
+        "--clip-s",
+        "1",
+    ]));
+    let said = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(said.lines().count(), 1, "no progress bar in a pipe: {said:?}");
+    assert!(said.contains("16 WAV files of 4 machines"), "{said}");
+}

@@ -129,12 +129,12 @@ pub struct RunArgs {
     #[arg(long)]
     pub events: Option<String>,
     /// Root folder of the Parquet archive (none if absent).
-    #[arg(long)]
+    #[arg(long, value_name = "DIR", value_parser = local_folder)]
     pub archive: Option<PathBuf>,
     /// With --brokers: keep each machine's state in this folder, checkpointed every
     /// `stream.checkpoint_s` of capture time, and continue from it on the next run (all
     /// processes of a cluster must see the same folder).
-    #[arg(long, value_name = "DIR", requires = "brokers")]
+    #[arg(long, value_name = "DIR", requires = "brokers", value_parser = local_folder)]
     pub state: Option<PathBuf>,
     /// Also write the run summary as JSON here.
     #[arg(long)]
@@ -197,6 +197,17 @@ pub fn local_source<'a>(
             fault_onset_s: config.model.learning_s + FAULT_AFTER_LEARNING_S,
         }),
         (None, None) => None,
+    }
+}
+
+/// A local folder; a URL (`s3://bucket/prefix`) is refused rather than taken as a folder named
+/// `s3:`. Object storage is not supported yet.
+fn local_folder(text: &str) -> Result<PathBuf, String> {
+    match text.split_once("://") {
+        Some((scheme, _)) if !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric()) => Err(format!(
+            "{scheme}:// is object storage, which auscult does not write to yet: give a local or mounted folder"
+        )),
+        _ => Ok(PathBuf::from(text)),
     }
 }
 

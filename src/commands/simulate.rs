@@ -1,8 +1,9 @@
 //! `auscult simulate`: a labelled corpus of simulated machines in the DCASE 2020 layout.
 
 use anyhow::Result;
-use auscult_connectors::simulator::{write_corpus, CorpusSpec};
+use auscult_connectors::simulator::{write_corpus_reporting, CorpusSpec};
 use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
@@ -43,7 +44,15 @@ pub fn execute(args: SimulateArgs) -> Result<()> {
         seed: args.seed,
         ..CorpusSpec::default()
     };
-    let summary = write_corpus(&args.out, &spec)?;
+    // Drawn on a terminal only (indicatif hides it when stderr is not one).
+    let progress = ProgressBar::new(0);
+    progress.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} clips {elapsed}").expect("a valid template"));
+    let summary = write_corpus_reporting(&args.out, &spec, &|_written, total| {
+        progress.set_length(total as u64);
+        progress.inc(1);
+    });
+    progress.finish_and_clear();
+    let summary = summary?;
     eprintln!(
         "{}: {} WAV files of {} machines ({} anomalous), {:.0} s of audio, {} clipped samples",
         args.out.display(),

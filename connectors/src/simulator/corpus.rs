@@ -173,8 +173,19 @@ fn plan(dir: &Path, spec: &CorpusSpec) -> (Vec<SimulatedMachineSpec>, Vec<Clip>)
 
 /// Writes the corpus below `dir` (folders are created; existing files of the same names are replaced).
 pub fn write_corpus(dir: &Path, spec: &CorpusSpec) -> Result<CorpusSummary, SimulatorError> {
+    write_corpus_reporting(dir, spec, &|_, _| {})
+}
+
+/// [`write_corpus`], calling `progress(clips written, clips in all)` after each clip (from the
+/// writer threads).
+pub fn write_corpus_reporting(
+    dir: &Path,
+    spec: &CorpusSpec,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<CorpusSummary, SimulatorError> {
     check(spec)?;
     let (machines, clips) = plan(dir, spec);
+    let written = AtomicUsize::new(0);
     let calibrations: Vec<_> = machines.iter().map(|machine| machine.clone().sanitised().calibrate()).collect();
     let frames = (spec.clip_s * f64::from(spec.sample_rate_hz)).round().max(1.0) as usize;
     let next = AtomicUsize::new(0);
@@ -190,6 +201,7 @@ pub fn write_corpus(dir: &Path, spec: &CorpusSpec) -> Result<CorpusSummary, Simu
                 let machine = SimulatedMachine::with_calibration(clip.spec.clone(), &calibrations[clip.machine]);
                 let outcome = write_clip(&clip.path, machine, frames);
                 outcomes.lock().expect("a writer panicked while holding the lock")[index] = Some(outcome);
+                progress(written.fetch_add(1, Ordering::Relaxed) + 1, clips.len());
             });
         }
     });

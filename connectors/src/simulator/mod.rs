@@ -29,7 +29,7 @@ mod random;
 mod streams;
 mod voice;
 
-pub use corpus::{write_corpus, CorpusSpec, CorpusSummary, SimulatorError};
+pub use corpus::{write_corpus, write_corpus_reporting, CorpusSpec, CorpusSummary, SimulatorError};
 pub use fault::Fault;
 
 use auscult_schemas::chunk::{MAX_SAMPLE_RATE_HZ, MIN_SAMPLE_RATE_HZ};
