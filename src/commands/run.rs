@@ -8,7 +8,7 @@ use auscult_connectors::kafka::partition_count;
 use auscult_connectors::metrics_endpoint::{MetricsEndpoint, Pages};
 use auscult_pipeline::checkpoint;
 use auscult_pipeline::dataflow::{run, CheckpointPlan, RunPlan, WorkerReport};
-use auscult_pipeline::metrics::PipelineMetrics;
+use auscult_pipeline::metrics::{PipelineMetrics, WorkerLabel};
 use auscult_pipeline::sources::{KafkaSource, SourcePlan};
 use auscult_pipeline::Config;
 use auscult_schemas::time::rfc3339;
@@ -200,6 +200,46 @@ pub fn local_source<'a>(
     }
 }
 
+/// A progress bar of the audio bytes this process's workers have read, redrawn a few times a
+/// second until dropped (on a terminal only).
+struct AudioProgress {
+    done: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl AudioProgress {
+    fn start(metrics: Arc<PipelineMetrics>, total_bytes: u64, workers: std::ops::Range<usize>) -> Self {
+        let done = Arc::new(AtomicBool::new(false));
+        let stop = Arc::clone(&done);
+        let thread = std::thread::spawn(move || {
+            let bar = indicatif::ProgressBar::new(total_bytes);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:30} {bytes}/{total_bytes} of audio read {elapsed}")
+                    .expect("a valid template"),
+            );
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let read: u64 = workers
+                    .clone()
+                    .map(|worker| metrics.bytes_read.get_or_create(&WorkerLabel { worker: worker as u32 }).get())
+                    .sum();
+                bar.set_position(read.min(total_bytes));
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            bar.finish_and_clear();
+        });
+        Self { done, thread: Some(thread) }
+    }
+}
+
+impl Drop for AudioProgress {
+    fn drop(&mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// A local folder; a URL (`s3://bucket/prefix`) is refused rather than taken as a folder named
 /// `s3:`. Object storage is not supported yet.
 fn local_folder(text: &str) -> Result<PathBuf, String> {
@@ -216,11 +256,13 @@ pub fn execute(args: RunArgs, mut config: Config) -> Result<()> {
     if let Some(address) = &args.metrics {
         config.metrics.address = Some(address.clone());
     }
-    // Served from the start, so that `/readyz` says so while the state is restored.
-    let metrics = config.metrics.address.as_ref().map(|_| {
-        let workers = args.cluster.workers.max(1);
-        Arc::new(PipelineMetrics::new(args.cluster.process * workers, workers, config.metrics.machine_labels))
-    });
+    // Served from the start, so that `/readyz` says so while the state is restored. A run on
+    // files at a terminal keeps them too, for its progress bar.
+    let workers = args.cluster.workers.max(1);
+    let first_worker = args.cluster.process * workers;
+    let show_progress = args.input.is_some() && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let metrics = (config.metrics.address.is_some() || show_progress)
+        .then(|| Arc::new(PipelineMetrics::new(first_worker, workers, config.metrics.machine_labels)));
     let _endpoint = match (&config.metrics.address, &metrics) {
         (Some(address), Some(metrics)) => {
             let endpoint = MetricsEndpoint::serve(address, Arc::new(PipelinePages(Arc::clone(metrics))))?;
@@ -303,7 +345,21 @@ pub fn execute(args: RunArgs, mut config: Config) -> Result<()> {
         metrics,
     };
     let started = Instant::now();
-    let reports = run(plan, args.cluster.timely_args()).map_err(anyhow::Error::msg).context("the dataflow failed")?;
+    let progress = match (&plan.source, &plan.metrics) {
+        (SourcePlan::Files { machines }, Some(metrics)) if show_progress => {
+            let bytes =
+                machines.iter().flat_map(|machine| &machine.files).filter_map(|path| std::fs::metadata(path).ok());
+            Some(AudioProgress::start(
+                Arc::clone(metrics),
+                bytes.map(|m| m.len()).sum(),
+                first_worker..first_worker + workers,
+            ))
+        }
+        _ => None,
+    };
+    let reports = run(plan, args.cluster.timely_args()).map_err(anyhow::Error::msg).context("the dataflow failed");
+    drop(progress);
+    let reports = reports?;
     let totals = RunTotals::new(&reports, skipped, started.elapsed());
     print_run_summary(&mut std::io::stderr(), &totals, args.archive.as_deref())?;
     if let Some(path) = &args.summary_json {
