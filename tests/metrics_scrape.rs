@@ -111,7 +111,8 @@ fn a_live_run_scraped_over_http_counts_what_its_summary_says() {
     );
     std::thread::sleep(Duration::from_secs(2));
     let sending = Scrape::of(&agent_address);
-    assert_eq!(sending.health, (200, 200, 200));
+    assert_eq!(sending.health, (200, 200, 200), "ready: connected to the broker");
+    assert_eq!(sending.sum("auscult_agent_brokers_up", &[]), 1.0);
     let sent = sending.sum("auscult_agent_chunks_sent_total", &[]);
     assert!(sent > 0.0 && sent < 180.0, "scraped mid-run: {sent} of 180 chunks sent");
     assert!(sending.sum("auscult_agent_chunks_delivered_total", &[]) <= sent);

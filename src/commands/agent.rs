@@ -159,8 +159,8 @@ pub fn execute(args: AgentArgs, config: AgentSettings) -> Result<()> {
     Ok(())
 }
 
-/// What the agent's endpoint serves: it is alive and ready while it runs (its producer
-/// connected before the endpoint started, and retries on its own while the broker is away).
+/// What the agent's endpoint serves: it is alive while it runs, and ready while its producer
+/// is connected to a broker (librdkafka's statistics, every second).
 struct AgentPages(Arc<AgentMetrics>);
 
 impl Pages for AgentPages {
@@ -171,7 +171,11 @@ impl Pages for AgentPages {
         Ok(())
     }
     fn ready(&self) -> Result<(), String> {
-        Ok(())
+        if self.0.connected() {
+            Ok(())
+        } else {
+            Err("not connected to any broker".to_owned())
+        }
     }
 }
 

@@ -18,6 +18,7 @@ pub struct AgentMetrics {
     dropped: Counter,
     failed: Gauge,
     buffer_bytes: Gauge,
+    brokers_up: Gauge,
 }
 
 impl AgentMetrics {
@@ -36,16 +37,22 @@ impl AgentMetrics {
         registry.register("chunks_failed", "Chunks whose delivery failed, waiting to be sent again", failed.clone());
         let buffer_bytes = Gauge::default();
         registry.register("buffer_bytes", "Bytes of messages librdkafka holds in its queues", buffer_bytes.clone());
+        let brokers_up = Gauge::default();
+        registry.register(
+            "brokers_up",
+            "Brokers the producer is connected to (readiness: at least one)",
+            brokers_up.clone(),
+        );
         registry.register(
             "delivery_seconds",
             "From handing a chunk to the producer to the broker's acknowledgement",
             delivery_latency,
         );
-        Self { registry, sent, delivered, resent, dropped, failed, buffer_bytes }
+        Self { registry, sent, delivered, resent, dropped, failed, buffer_bytes, brokers_up }
     }
 
-    /// Brings the metrics up to `report` and the buffer's current size.
-    pub fn record(&self, report: &DeliveryReport, buffer_bytes: u64) {
+    /// Brings the metrics up to `report`, the buffer's current size and the brokers connected.
+    pub fn record(&self, report: &DeliveryReport, buffer_bytes: u64, brokers_up: u64) {
         let up_to = |counter: &Counter, total: u64| {
             counter.inc_by(total.saturating_sub(counter.get()));
         };
@@ -55,6 +62,12 @@ impl AgentMetrics {
         up_to(&self.dropped, report.dropped);
         self.failed.set(i64::try_from(report.failed).unwrap_or(i64::MAX));
         self.buffer_bytes.set(i64::try_from(buffer_bytes).unwrap_or(i64::MAX));
+        self.brokers_up.set(i64::try_from(brokers_up).unwrap_or(i64::MAX));
+    }
+
+    /// Whether the producer was connected to a broker when last recorded.
+    pub fn connected(&self) -> bool {
+        self.brokers_up.get() > 0
     }
 
     /// The OpenMetrics text of every metric.
@@ -71,8 +84,10 @@ mod tests {
     #[test]
     fn counters_follow_the_report_and_never_go_back() {
         let metrics = AgentMetrics::new(Histogram::new(exponential_buckets(0.001, 2.0, 4)));
-        metrics.record(&DeliveryReport { sent: 10, delivered: 7, failed: 3, ..Default::default() }, 4096);
-        metrics.record(&DeliveryReport { sent: 12, delivered: 12, ..Default::default() }, 0);
+        metrics.record(&DeliveryReport { sent: 10, delivered: 7, failed: 3, ..Default::default() }, 4096, 0);
+        assert!(!metrics.connected());
+        metrics.record(&DeliveryReport { sent: 12, delivered: 12, ..Default::default() }, 0, 1);
+        assert!(metrics.connected());
         let text = metrics.encode();
         assert!(text.contains("auscult_agent_chunks_sent_total 12"), "{text}");
         assert!(text.contains("auscult_agent_chunks_delivered_total 12"), "{text}");

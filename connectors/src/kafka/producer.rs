@@ -108,6 +108,8 @@ pub(crate) struct ChunkDeliveries {
     last_error: Mutex<Option<String>>,
     /// Bytes of messages in librdkafka's queues at its last statistics.
     queued_bytes: AtomicU64,
+    /// Brokers librdkafka had an open connection to at its last statistics.
+    brokers_up: AtomicU64,
     /// Seconds from handing a chunk over to its acknowledgement.
     latency: Histogram,
 }
@@ -119,6 +121,7 @@ impl ChunkDeliveries {
             failed_chunks: Mutex::default(),
             last_error: Mutex::default(),
             queued_bytes: AtomicU64::default(),
+            brokers_up: AtomicU64::default(),
             latency,
         }
     }
@@ -133,6 +136,8 @@ pub(crate) struct InFlight {
 impl ClientContext for ChunkDeliveries {
     fn stats(&self, statistics: Statistics) {
         self.queued_bytes.store(statistics.msg_size, Ordering::Relaxed);
+        let up = statistics.brokers.values().filter(|broker| broker.nodeid >= 0 && broker.state == "UP").count();
+        self.brokers_up.store(up as u64, Ordering::Relaxed);
     }
 }
 
@@ -518,7 +523,12 @@ impl ChunkProducer {
 
     fn record_metrics(&self) {
         if let Some(metrics) = &self.metrics {
-            metrics.record(&self.report(), self.producer.context().queued_bytes.load(Ordering::Relaxed));
+            let context = self.producer.context();
+            metrics.record(
+                &self.report(),
+                context.queued_bytes.load(Ordering::Relaxed),
+                context.brokers_up.load(Ordering::Relaxed),
+            );
         }
     }
 
