@@ -394,11 +394,10 @@ impl ChunkProducer {
     /// in librdkafka's queue behind it (purged, it fails and is resent in order). Once every
     /// resend is delivered, the held chunks go.
     fn resend_due(&mut self, now: Instant) -> Result<(), KafkaTransportError> {
-        let first_failure =
-            !self.producer.context().failed_chunks.lock().unwrap_or_else(PoisonError::into_inner).is_empty()
-                && self.held.is_empty()
-                && !self.resends.repeated()
-                && self.resends.idle();
+        // No round since the last reset (so nothing is held either: chunks are held only
+        // once a round has begun, and released before the reset).
+        let first_failure = self.resends.idle()
+            && !self.producer.context().failed_chunks.lock().unwrap_or_else(PoisonError::into_inner).is_empty();
         if first_failure {
             self.producer.purge(PurgeConfig::default().queue());
         }
