@@ -47,6 +47,8 @@ enum Command {
     Demo(commands::demo::DemoArgs),
     /// Detection quality (AUC, pAUC, false alarms) on a labelled DCASE or MIMII corpus.
     Eval(commands::eval::EvalArgs),
+    /// Write one self-contained HTML page of the fleet, its alerts and an evaluation.
+    Report(commands::report::ReportArgs),
     /// Print the effective configuration (defaults, then --config, then AUSCULT_* variables) as TOML.
     Config,
     /// Print a shell completion script (e.g. `auscult completions bash > /etc/bash_completion.d/auscult`).
@@ -140,6 +142,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Simulate(args) => commands::simulate::execute(args),
         Command::Demo(args) => commands::demo::execute(args, config),
         Command::Eval(args) => commands::eval::execute(args, config),
+        Command::Report(args) => commands::report::execute(args),
         Command::Config => {
             print!("{}", config.to_toml());
             Ok(())

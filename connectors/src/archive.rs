@@ -10,6 +10,8 @@
 //! because a restored run writes only epochs after its checkpoint's boundary (the pipeline
 //! starts its input there): a file it replaces held nothing durable.
 
+pub mod reader;
+
 use arrow_array::builder::{FixedSizeListBuilder, Float32Builder};
 use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray, UInt32Array};
 use auscult_schemas::archive::{archive_schema, PARTITION_DATE, PARTITION_MACHINE_TYPE};
@@ -219,6 +221,7 @@ fn to_record_batch(rows: &[WindowRecord], n_mels: usize) -> Result<RecordBatch, 
         band_list(|row| &row.logmel_std_db),
         Arc::new(Float64Array::from_iter(rows.iter().map(|row| row.score))),
         Arc::new(Float64Array::from_iter(rows.iter().map(|row| row.threshold))),
+        Arc::new(Float64Array::from_iter(rows.iter().map(|row| row.alarm_threshold))),
         Arc::new(StringArray::from_iter_values(rows.iter().map(|row| row.alert_state.to_string()))),
         Arc::new(StringArray::from_iter_values(rows.iter().map(|row| row.profile_state.to_string()))),
         Arc::new(StringArray::from_iter_values(rows.iter().map(|row| row.source.as_str()))),
@@ -247,6 +250,7 @@ mod tests {
             logmel_std_db: vec![0.5; 4],
             score,
             threshold: score.map(|_| 2.0),
+            alarm_threshold: score.map(|_| 3.0),
             alert_state: AlertState::Normal,
             profile_state: if score.is_some() { ProfileState::Scoring } else { ProfileState::Learning },
             source: format!("file:/{machine}.wav"),

@@ -21,6 +21,7 @@ pub const COLUMN_LOGMEL_MEAN: &str = "logmel_mean_db";
 pub const COLUMN_LOGMEL_STD: &str = "logmel_std_db";
 pub const COLUMN_SCORE: &str = "score";
 pub const COLUMN_THRESHOLD: &str = "threshold";
+pub const COLUMN_ALARM_THRESHOLD: &str = "alarm_threshold";
 pub const COLUMN_ALERT_STATE: &str = "alert_state";
 pub const COLUMN_PROFILE_STATE: &str = "profile_state";
 pub const COLUMN_SOURCE: &str = "source";
@@ -84,6 +85,8 @@ pub struct WindowRecord {
     pub score: Option<f64>,
     /// Warning threshold in force; `None` while learning.
     pub threshold: Option<f64>,
+    /// Alarm threshold in force; `None` while learning.
+    pub alarm_threshold: Option<f64>,
     pub alert_state: AlertState,
     pub profile_state: ProfileState,
     /// Where the window's audio came from (`file:PATH`, `kafka:TOPIC/PARTITION@OFFSET`, ...).
@@ -112,6 +115,7 @@ pub fn archive_schema(n_mels: usize) -> Schema {
         Field::new(COLUMN_LOGMEL_STD, band_vector, false),
         Field::new(COLUMN_SCORE, DataType::Float64, true),
         Field::new(COLUMN_THRESHOLD, DataType::Float64, true),
+        Field::new(COLUMN_ALARM_THRESHOLD, DataType::Float64, true),
         Field::new(COLUMN_ALERT_STATE, DataType::Utf8, false),
         Field::new(COLUMN_PROFILE_STATE, DataType::Utf8, false),
         Field::new(COLUMN_SOURCE, DataType::Utf8, false),

@@ -10,6 +10,7 @@ use auscult_connectors::simulator::{fleet, FleetSpec};
 use auscult_pipeline::dataflow::{run, RunPlan};
 use auscult_pipeline::sources::SourcePlan;
 use auscult_pipeline::Config;
+use auscult_report::ReportInputs;
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -94,6 +95,11 @@ pub fn execute(args: DemoArgs, config: Config) -> Result<()> {
     println!("query the archive with DuckDB, from its command-line tool or from Python (pip install duckdb):");
     println!("  duckdb -c \"{query}\"");
     println!("  python3 -c \"import duckdb; duckdb.sql(\\\"{query}\\\").show()\"");
+    let report_path = out.join("report.html");
+    let inputs = ReportInputs { archive: Some(archive_dir), events: Some(events_path), ..ReportInputs::default() };
+    let outline = crate::commands::report::write(&inputs, &report_path)?;
+    println!();
+    crate::commands::report::print_outline(&report_path, &outline);
     Ok(())
 }
 

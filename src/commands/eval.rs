@@ -2,13 +2,14 @@
 //! through the same features and model code as the stream; with `--folds K`, K-fold
 //! cross-validation of an unsplit (MIMII-layout) corpus.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use auscult_connectors::layout::discover_labelled;
 use auscult_pipeline::eval::folds::fold_corpus;
 use auscult_pipeline::eval::metrics::{harmonic_mean, mean};
 use auscult_pipeline::eval::summary::{by_machine, summarize, FoldSummary};
 use auscult_pipeline::eval::{evaluate, split_corpus, MachineResult};
 use auscult_pipeline::Config;
+use auscult_report::ReportInputs;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
@@ -26,6 +27,9 @@ pub struct EvalArgs {
     /// Write the results as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Also write an HTML report of the results (ROC curves, the AUC / pAUC table) here.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
     /// Show the deviating bands of each anomalous test clip.
     #[arg(long)]
     pub explain: bool,
@@ -103,10 +107,16 @@ pub fn execute(args: EvalArgs, mut config: Config) -> Result<()> {
         None => println!("{} machines in {elapsed_s:.2} s", rows.len()),
         Some(folds) => println!("{} machines × {folds} folds in {elapsed_s:.2} s", by_machine(&rows).len()),
     }
+    document["elapsed_s"] = json!(elapsed_s);
+    document["window_frames"] = json!(config.model.window_frames);
     if let Some(path) = &args.json {
-        document["elapsed_s"] = json!(elapsed_s);
-        document["window_frames"] = json!(config.model.window_frames);
-        std::fs::write(path, serde_json::to_string_pretty(&document).expect("plain data"))?;
+        std::fs::write(path, serde_json::to_string_pretty(&document).expect("plain data"))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(path) = &args.report {
+        let inputs = ReportInputs { eval_document: Some(document), ..ReportInputs::default() };
+        let outline = crate::commands::report::write(&inputs, path)?;
+        crate::commands::report::print_outline(path, &outline);
     }
     Ok(())
 }

@@ -4,6 +4,7 @@ pub mod agent;
 pub mod demo;
 pub mod eval;
 pub mod features;
+pub mod report;
 pub mod run;
 pub mod simulate;
 pub mod topics;

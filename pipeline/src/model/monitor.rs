@@ -508,6 +508,7 @@ impl MachineMonitor {
             logmel_std_db: features.std_db.clone(),
             score: None,
             threshold: None,
+            alarm_threshold: None,
             alert_state: self.alert.state(),
             profile_state: ProfileState::Learning,
             source,
@@ -538,6 +539,7 @@ impl MachineMonitor {
                 self.stats.windows_scored += 1;
                 record.score = Some(score);
                 record.threshold = Some(*warning_threshold);
+                record.alarm_threshold = Some(*alarm_threshold);
                 record.alert_state = self.alert.state();
                 record.profile_state = ProfileState::Scoring;
                 if let Some(transition) = transition {
