@@ -36,6 +36,9 @@ pub struct RunTotals {
     pub latency_p99_ms: Option<f64>,
     /// Scored windows captured "in the future" of this clock, left out of the latency.
     pub latency_ahead: u64,
+    /// Scored windows captured more than an hour before they were scored (replayed
+    /// recordings), left out of the latency.
+    pub latency_replayed: u64,
     pub archive_files: usize,
     pub archive_rows: u64,
     /// The first lines of each reason (see `skipped_by_reason` for all).
@@ -82,6 +85,7 @@ impl RunTotals {
             latency_p50_ms: percentile(reports, 0.50),
             latency_p99_ms: percentile(reports, 0.99),
             latency_ahead: reports.iter().map(|r| r.latency_ahead).sum(),
+            latency_replayed: reports.iter().map(|r| r.latency_replayed).sum(),
             archive_files: reports.iter().map(|r| r.archive_files).sum(),
             archive_rows: reports.iter().map(|r| r.archive_rows).sum(),
             max_state_bytes: machines.iter().map(|m| m.state_bytes).max().unwrap_or(0),
@@ -168,6 +172,13 @@ pub fn print_run_summary(out: &mut impl Write, totals: &RunTotals, archive: Opti
     }
     if let (Some(p50), Some(p99)) = (totals.latency_p50_ms, totals.latency_p99_ms) {
         writeln!(out, "latency from capture to score: p50 {p50:.0} ms, p99 {p99:.0} ms")?;
+    }
+    if totals.latency_replayed > 0 {
+        writeln!(
+            out,
+            "latency: {} scored window(s) were captured more than an hour before they were scored (replayed recordings, or a backlog); capture-to-score latency does not apply to them and they are not in it",
+            totals.latency_replayed
+        )?;
     }
     if totals.latency_ahead > 0 {
         writeln!(

@@ -142,6 +142,11 @@ fn one_machine_on_four_partitions_flows_through_two_workers() {
     });
     let summary = stop(run, dir.path());
     assert_eq!(summary["totals"]["chunks_read"], 120, "{}", summary["totals"]);
+    // Its audio was captured in 2026-01-01, long before it was scored: a replay, whose delay
+    // is not reported as the pipeline's latency.
+    let totals = &summary["totals"];
+    assert!(totals["latency_replayed"].as_u64().unwrap() > 0, "{totals}");
+    assert!(totals["latency_p50_ms"].is_null(), "{totals}");
 }
 
 #[test]

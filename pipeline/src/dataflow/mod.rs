@@ -64,6 +64,9 @@ use timely::worker::Worker;
 const EPOCHS_IN_FLIGHT: u64 = 2;
 /// Most latency samples a worker keeps.
 const MAX_LATENCY_SAMPLES: usize = 1_000_000;
+/// A scored window captured more than this long before it was scored is counted as replayed
+/// audio, not as latency (1 hour, in µs).
+pub const REPLAY_BEHIND_US: i64 = 3_600_000_000;
 
 /// Everything one run needs.
 #[derive(Clone)]
@@ -146,6 +149,10 @@ pub struct WorkerReport {
     /// Live sources: scored windows whose capture time was ahead of this clock (an accelerated
     /// replay, or a skewed clock), left out of `latency_ms`.
     pub latency_ahead: u64,
+    /// Live sources: scored windows captured more than [`REPLAY_BEHIND_US`] before they were
+    /// scored (replayed recordings, or a backlog of hours), left out of `latency_ms`.
+    #[serde(default)]
+    pub latency_replayed: u64,
     /// Seconds of audio the restored machines had heard before this run.
     pub restored_audio_s: f64,
     /// Fleet view rows published (changed rows, summed over epochs).

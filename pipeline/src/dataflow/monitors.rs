@@ -10,7 +10,7 @@
 
 use super::checkpoints::write_checkpoint;
 use super::epoch_stash::EpochStash;
-use super::{wall_clock_us, FleetUpdate, WorkerState, MAX_LATENCY_SAMPLES};
+use super::{wall_clock_us, FleetUpdate, WorkerState, MAX_LATENCY_SAMPLES, REPLAY_BEHIND_US};
 use crate::config::Config;
 use crate::fleet::{FleetFact, FleetKey, MachineStatus};
 use crate::metrics::{AlertLabel, MachineLabel, PipelineMetrics, StatusLabel, WindowLabel};
@@ -308,6 +308,10 @@ fn monitor_epoch(
         for window in made.windows.iter().filter(|window| window.score.is_some()) {
             if now_us < window.window_end_us {
                 report.latency_ahead += 1;
+            } else if now_us - window.window_end_us > REPLAY_BEHIND_US {
+                // Recorded audio replayed (an agent's --start-time in the past), or a backlog
+                // of more than an hour: its delay is not the pipeline's latency.
+                report.latency_replayed += 1;
             } else {
                 let latency_ms = (now_us - window.window_end_us) as f64 / 1000.0;
                 if let Some(metrics) = metrics {
