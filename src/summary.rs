@@ -6,7 +6,6 @@ use auscult_pipeline::fleet::FleetRow;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::{self, Write};
-use std::path::Path;
 use std::time::Duration;
 
 /// The whole run, from every worker of this process.
@@ -105,7 +104,11 @@ const MACHINE_LINES: usize = 25;
 /// Skipped inputs listed in the printed summary.
 const SKIPPED_LINES: usize = 10;
 
-pub fn print_run_summary(out: &mut impl Write, totals: &RunTotals, archive: Option<&Path>) -> io::Result<()> {
+pub fn print_run_summary(
+    out: &mut impl Write,
+    totals: &RunTotals,
+    archive: Option<&dyn std::fmt::Display>,
+) -> io::Result<()> {
     writeln!(
         out,
         "{:<16} {:<8} {:>8} {:>8} {:>8} {:>7} {:>9}  explained by",
@@ -162,13 +165,7 @@ pub fn print_run_summary(out: &mut impl Write, totals: &RunTotals, archive: Opti
         totals.max_state_bytes as f64 / 1024.0
     )?;
     if let Some(dir) = archive {
-        writeln!(
-            out,
-            "archive: {} rows in {} Parquet files under {}",
-            totals.archive_rows,
-            totals.archive_files,
-            dir.display()
-        )?;
+        writeln!(out, "archive: {} rows in {} Parquet files under {}", totals.archive_rows, totals.archive_files, dir)?;
     }
     if let (Some(p50), Some(p99)) = (totals.latency_p50_ms, totals.latency_p99_ms) {
         writeln!(out, "latency from capture to score: p50 {p50:.0} ms, p99 {p99:.0} ms")?;

@@ -94,11 +94,11 @@ fn the_edge_agent_does_not_depend_on_the_pipeline() {
 }
 
 #[test]
-fn an_object_storage_url_is_refused_not_taken_as_a_folder() {
+fn an_object_storage_url_for_the_state_is_refused_not_taken_as_a_folder() {
     let dir = tempfile::tempdir().unwrap();
     let output = auscult()
         .current_dir(dir.path())
-        .args(["run", "--simulate", "1", "--duration", "2", "--archive", "s3://bucket/prefix"])
+        .args(["run", "--brokers", "127.0.0.1:9", "--state", "s3://bucket/prefix"])
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&output.stderr);

@@ -94,7 +94,9 @@ fn a_live_run_scraped_over_http_counts_what_its_summary_says() {
     let agent = Spawned::start(
         auscult()
             .args(["agent", "--brokers", &broker.address, "--simulate", "2", "--duration", "90", "--speed", "15"])
-            .args(["--start-time", "2026-01-01T00:00:00Z", "--metrics", &agent_address])
+            // Captured from 100 s ago: live audio, whose capture-to-score latency is measured
+            // (audio captured more than an hour back is a replay, and left out of it).
+            .args(["--start-time", &recent_start(100), "--metrics", &agent_address])
             .stderr(std::process::Stdio::null()),
     );
     let dir = tempfile::tempdir().unwrap();
@@ -189,4 +191,10 @@ fn a_live_run_scraped_over_http_counts_what_its_summary_says() {
     let exported: std::collections::BTreeSet<&String> = last.families.iter().chain(&sending.families).collect();
     let missing: Vec<&String> = queried.iter().filter(|name| !exported.contains(name)).collect();
     assert!(missing.is_empty(), "the dashboard queries metrics nobody exports: {missing:?}; exported: {exported:?}");
+}
+
+/// The RFC 3339 time `seconds_ago` seconds before now.
+fn recent_start(seconds_ago: i64) -> String {
+    let now_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as i64;
+    auscult_schemas::time::rfc3339(now_us - seconds_ago * 1_000_000)
 }

@@ -10,7 +10,11 @@
 //! because a restored run writes only epochs after its checkpoint's boundary (the pipeline
 //! starts its input there): a file it replaces held nothing durable.
 
+pub mod location;
 pub mod reader;
+mod store;
+
+pub use location::{ArchiveLocation, LocationError, StoreLocation};
 
 use arrow_array::builder::{FixedSizeListBuilder, Float32Builder};
 use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray, UInt32Array};
@@ -29,7 +33,8 @@ use std::sync::Arc;
 /// Where and how the archive is written.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ArchiveConfig {
-    pub dir: PathBuf,
+    /// A folder, or an object store URL.
+    pub location: ArchiveLocation,
     /// Most rows in one file; a larger batch is split into several files.
     pub max_rows_per_file: usize,
     /// Rows per Parquet row group.
@@ -39,7 +44,12 @@ pub struct ArchiveConfig {
 
 impl Default for ArchiveConfig {
     fn default() -> Self {
-        Self { dir: PathBuf::from("archive"), max_rows_per_file: 250_000, row_group_rows: 65_536, zstd_level: 3 }
+        Self {
+            location: ArchiveLocation::Folder(PathBuf::from("archive")),
+            max_rows_per_file: 250_000,
+            row_group_rows: 65_536,
+            zstd_level: 3,
+        }
     }
 }
 
@@ -50,6 +60,8 @@ pub enum ArchiveError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("archive {path}: Parquet writer failed: {reason}")]
     Parquet { path: PathBuf, reason: String },
+    #[error("archive {url}: {reason}")]
+    Store { url: String, reason: String },
     #[error("archive: zstd level {level} is not valid: {reason}")]
     BadLevel { level: i32, reason: String },
 }
@@ -77,6 +89,13 @@ pub struct ArchiveWriter {
     metadata: Vec<(String, String)>,
     properties_compression: Compression,
     stats: ArchiveStats,
+    sink: Sink,
+}
+
+/// Where committed files go.
+enum Sink {
+    Folder(PathBuf),
+    Store(store::StoreSink),
 }
 
 impl ArchiveWriter {
@@ -84,13 +103,20 @@ impl ArchiveWriter {
     pub fn new(config: ArchiveConfig, worker: usize, metadata: Vec<(String, String)>) -> Result<Self, ArchiveError> {
         let level = ZstdLevel::try_new(config.zstd_level)
             .map_err(|error| ArchiveError::BadLevel { level: config.zstd_level, reason: error.to_string() })?;
-        std::fs::create_dir_all(&config.dir).map_err(|source| ArchiveError::Io { path: config.dir.clone(), source })?;
+        let sink = match &config.location {
+            ArchiveLocation::Folder(dir) => {
+                std::fs::create_dir_all(dir).map_err(|source| ArchiveError::Io { path: dir.clone(), source })?;
+                Sink::Folder(dir.clone())
+            }
+            ArchiveLocation::Store(location) => Sink::Store(store::StoreSink::open(location)?),
+        };
         Ok(Self {
             properties_compression: Compression::ZSTD(level),
             config,
             worker,
             metadata,
             stats: ArchiveStats::default(),
+            sink,
         })
     }
 
@@ -113,12 +139,11 @@ impl ArchiveWriter {
         let mut committed = Vec::new();
         for ((date, machine_type, n_mels), mut rows) in partitions {
             rows.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
-            let folder = self
-                .config
-                .dir
-                .join(format!("{PARTITION_DATE}={date}"))
-                .join(format!("{PARTITION_MACHINE_TYPE}={machine_type}"));
-            std::fs::create_dir_all(&folder).map_err(|source| ArchiveError::Io { path: folder.clone(), source })?;
+            let partition = format!("{PARTITION_DATE}={date}/{PARTITION_MACHINE_TYPE}={machine_type}");
+            if let Sink::Folder(dir) = &self.sink {
+                let folder = dir.join(&partition);
+                std::fs::create_dir_all(&folder).map_err(|source| ArchiveError::Io { path: folder.clone(), source })?;
+            }
             // Only a partition holding several band counts needs them in the name.
             let bands_suffix = if band_counts[&(date.clone(), machine_type.clone())] > 1 {
                 format!("-m{n_mels}")
@@ -127,7 +152,10 @@ impl ArchiveWriter {
             };
             for (index, piece) in rows.chunks(self.config.max_rows_per_file.max(1)).enumerate() {
                 let name = format!("part-{batch_id:012}-w{:03}-{index:03}{bands_suffix}.parquet", self.worker);
-                let file = self.write_file(&folder.join(name), piece, n_mels)?;
+                let file = match &self.sink {
+                    Sink::Folder(dir) => self.write_file(&dir.join(&partition).join(name), piece, n_mels)?,
+                    Sink::Store(store) => self.write_object(store, &format!("{partition}/{name}"), piece, n_mels)?,
+                };
                 self.stats.files += 1;
                 self.stats.rows += file.rows as u64;
                 self.stats.bytes += file.bytes;
@@ -153,6 +181,22 @@ impl ArchiveWriter {
         Ok(CommittedFile { path: path.to_owned(), rows: rows.len(), bytes })
     }
 
+    /// Encodes the rows into an anonymous temporary file, then uploads it whole.
+    fn write_object(
+        &self,
+        store: &store::StoreSink,
+        relative: &str,
+        rows: &[WindowRecord],
+        n_mels: usize,
+    ) -> Result<CommittedFile, ArchiveError> {
+        let url = store.url_of(relative);
+        let local = tempfile::tempfile()
+            .map_err(|e| ArchiveError::Store { url: url.clone(), reason: format!("no temporary file: {e}") })?;
+        let (file, bytes) = self.encode(local, Path::new(&url), rows, n_mels)?;
+        store.put_file(relative, file, bytes)?;
+        Ok(CommittedFile { path: PathBuf::from(url), rows: rows.len(), bytes })
+    }
+
     fn write_temporary(
         &self,
         temporary: &Path,
@@ -160,6 +204,20 @@ impl ArchiveWriter {
         rows: &[WindowRecord],
         n_mels: usize,
     ) -> Result<u64, ArchiveError> {
+        let file = File::create(temporary).map_err(|source| ArchiveError::Io { path: temporary.to_owned(), source })?;
+        let (file, bytes) = self.encode(file, path, rows, n_mels)?;
+        file.sync_all().map_err(|source| ArchiveError::Io { path: temporary.to_owned(), source })?;
+        Ok(bytes)
+    }
+
+    /// Writes the rows as one Parquet file into `file`; returns it and its length.
+    fn encode(
+        &self,
+        file: File,
+        path: &Path,
+        rows: &[WindowRecord],
+        n_mels: usize,
+    ) -> Result<(File, u64), ArchiveError> {
         let parquet_error = |error: parquet::errors::ParquetError| ArchiveError::Parquet {
             path: path.to_owned(),
             reason: error.to_string(),
@@ -179,13 +237,12 @@ impl ArchiveWriter {
             .set_max_row_group_row_count(Some(self.config.row_group_rows.max(1)))
             .set_key_value_metadata(Some(metadata))
             .build();
-        let file = File::create(temporary).map_err(|source| ArchiveError::Io { path: temporary.to_owned(), source })?;
         let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(properties)).map_err(parquet_error)?;
         writer.write(&batch).map_err(parquet_error)?;
         let file = writer.into_inner().map_err(parquet_error)?;
-        file.sync_all().map_err(|source| ArchiveError::Io { path: temporary.to_owned(), source })?;
-        let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-        Ok(bytes)
+        let bytes =
+            file.metadata().map(|m| m.len()).map_err(|source| ArchiveError::Io { path: path.to_owned(), source })?;
+        Ok((file, bytes))
     }
 }
 
@@ -279,7 +336,8 @@ mod tests {
     #[test]
     fn partitions_by_date_and_type_with_sorted_rows_and_footer_metadata() {
         let dir = tempfile::tempdir().unwrap();
-        let config = ArchiveConfig { dir: dir.path().to_owned(), ..ArchiveConfig::default() };
+        let config =
+            ArchiveConfig { location: ArchiveLocation::Folder(dir.path().to_owned()), ..ArchiveConfig::default() };
         let mut writer = ArchiveWriter::new(config, 1, vec![("auscult.n_mels".to_owned(), "4".to_owned())]).unwrap();
         let rows = vec![
             row("pump-2", "pump", 5_000_000, Some(1.5)),
@@ -322,7 +380,11 @@ mod tests {
     #[test]
     fn large_batches_are_split_and_recommits_are_harmless() {
         let dir = tempfile::tempdir().unwrap();
-        let config = ArchiveConfig { dir: dir.path().to_owned(), max_rows_per_file: 2, ..ArchiveConfig::default() };
+        let config = ArchiveConfig {
+            location: ArchiveLocation::Folder(dir.path().to_owned()),
+            max_rows_per_file: 2,
+            ..ArchiveConfig::default()
+        };
         let mut writer = ArchiveWriter::new(config, 0, Vec::new()).unwrap();
         let rows: Vec<WindowRecord> = (0..5).map(|i| row("fan-0", "fan", i * 1_000_000, Some(1.0))).collect();
         let first = writer.write_batch(3, rows.clone()).unwrap();
@@ -351,7 +413,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let blocker = dir.path().join("file");
         std::fs::write(&blocker, b"x").unwrap();
-        let config = ArchiveConfig { dir: blocker.join("archive"), ..ArchiveConfig::default() };
+        let config =
+            ArchiveConfig { location: ArchiveLocation::Folder(blocker.join("archive")), ..ArchiveConfig::default() };
         let error = ArchiveWriter::new(config, 0, Vec::new()).err().unwrap();
         assert!(error.to_string().contains("file/archive"), "{error}");
     }

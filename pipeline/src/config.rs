@@ -9,6 +9,7 @@ pub use auscult_connectors::kafka::KafkaConfig;
 pub use auscult_connectors::metrics_endpoint::MetricsConfig;
 use auscult_schemas::FeatureSettings;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Everything the pipeline can be told.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -193,11 +194,15 @@ pub struct ArchiveSettings {
     pub max_rows_per_file: usize,
     /// zstd level.
     pub zstd_level: i32,
+    /// Client options of an object-store archive (`object_store` keys: `aws_endpoint`,
+    /// `aws_allow_http`, `aws_region`, `google_service_account`, `azure_storage_account_name`,
+    /// ...), over what the environment sets.
+    pub store_options: BTreeMap<String, String>,
 }
 
 impl Default for ArchiveSettings {
     fn default() -> Self {
-        Self { roll_epochs: 6, max_rows_per_file: 250_000, zstd_level: 3 }
+        Self { roll_epochs: 6, max_rows_per_file: 250_000, zstd_level: 3, store_options: BTreeMap::new() }
     }
 }
 

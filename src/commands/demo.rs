@@ -5,6 +5,7 @@
 use crate::commands::run::{write_summary_json, FAULT_AFTER_LEARNING_S};
 use crate::summary::{print_run_summary, RunTotals};
 use anyhow::{Context, Result};
+use auscult_connectors::archive::ArchiveLocation;
 use auscult_connectors::events::EventTarget;
 use auscult_connectors::simulator::{fleet, FleetSpec};
 use auscult_pipeline::dataflow::{run, RunPlan};
@@ -72,7 +73,7 @@ pub fn execute(args: DemoArgs, config: Config) -> Result<()> {
         config,
         source: SourcePlan::Simulated { machines, duration_s: args.duration },
         events: Some(EventTarget::File(events_path.clone())),
-        archive_dir: Some(archive_dir.clone()),
+        archive: Some(ArchiveLocation::Folder(archive_dir.clone())),
         fleet: None,
         checkpoints: None,
         stop: Default::default(),
@@ -83,7 +84,7 @@ pub fn execute(args: DemoArgs, config: Config) -> Result<()> {
         run(plan, vec!["auscult".to_owned(), "-w".to_owned(), args.workers.to_string()]).map_err(anyhow::Error::msg)?;
     let totals = RunTotals::new(&reports, Vec::new(), started.elapsed());
     println!();
-    print_run_summary(&mut std::io::stdout(), &totals, Some(&archive_dir))?;
+    print_run_summary(&mut std::io::stdout(), &totals, Some(&archive_dir.display()))?;
     write_summary_json(&out.join("summary.json"), &reports, &totals)?;
     println!("\nanomaly events (JSON Lines): {}", events_path.display());
     let query = format!(

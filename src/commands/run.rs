@@ -2,6 +2,7 @@
 
 use crate::summary::{print_run_summary, RunTotals};
 use anyhow::{bail, Context, Result};
+use auscult_connectors::archive::ArchiveLocation;
 use auscult_connectors::edge::{LocalMachines, LocalSource};
 use auscult_connectors::events::EventTarget;
 use auscult_connectors::kafka::partition_count;
@@ -128,9 +129,11 @@ pub struct RunArgs {
     /// Anomaly events as JSON Lines: a file, or - for standard output (the default without --brokers).
     #[arg(long)]
     pub events: Option<String>,
-    /// Root folder of the Parquet archive (none if absent).
-    #[arg(long, value_name = "DIR", value_parser = local_folder)]
-    pub archive: Option<PathBuf>,
+    /// Where the Parquet archive goes (none if absent): a folder, or an object store URL,
+    /// `s3://bucket/prefix`, `gs://`, `az://`, `abfss://` or `file:///abs/path` (credentials
+    /// and endpoint from the usual environment variables and `[archive.store_options]`).
+    #[arg(long, value_name = "DIR|URL", value_parser = archive_location)]
+    pub archive: Option<ArchiveLocation>,
     /// With --brokers: keep each machine's state in this folder, checkpointed every
     /// `stream.checkpoint_s` of capture time, and continue from it on the next run (all
     /// processes of a cluster must see the same folder).
@@ -242,10 +245,14 @@ impl Drop for AudioProgress {
 
 /// A local folder; a URL (`s3://bucket/prefix`) is refused rather than taken as a folder named
 /// `s3:`. Object storage is not supported yet.
+fn archive_location(text: &str) -> Result<ArchiveLocation, String> {
+    ArchiveLocation::parse(text).map_err(|error| error.to_string())
+}
+
 fn local_folder(text: &str) -> Result<PathBuf, String> {
     match text.split_once("://") {
         Some((scheme, _)) if !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric()) => Err(format!(
-            "{scheme}:// is object storage, which auscult does not write to yet: give a local or mounted folder"
+            "{scheme}:// is object storage, where auscult keeps no state yet: give a local or mounted folder"
         )),
         _ => Ok(PathBuf::from(text)),
     }
@@ -338,7 +345,7 @@ pub fn execute(args: RunArgs, mut config: Config) -> Result<()> {
         config,
         source,
         events: Some(events),
-        archive_dir: args.archive.clone(),
+        archive: args.archive.clone(),
         fleet,
         checkpoints,
         stop,
@@ -361,7 +368,7 @@ pub fn execute(args: RunArgs, mut config: Config) -> Result<()> {
     drop(progress);
     let reports = reports?;
     let totals = RunTotals::new(&reports, skipped, started.elapsed());
-    print_run_summary(&mut std::io::stderr(), &totals, args.archive.as_deref())?;
+    print_run_summary(&mut std::io::stderr(), &totals, args.archive.as_ref().map(|a| a as &dyn std::fmt::Display))?;
     if let Some(path) = &args.summary_json {
         write_summary_json(path, &reports, &totals)?;
     }

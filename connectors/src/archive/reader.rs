@@ -271,7 +271,10 @@ mod tests {
     #[test]
     fn reads_back_what_the_writer_wrote_with_and_without_bands() {
         let dir = tempfile::tempdir().unwrap();
-        let config = ArchiveConfig { dir: dir.path().to_owned(), ..ArchiveConfig::default() };
+        let config = ArchiveConfig {
+            location: crate::archive::ArchiveLocation::Folder(dir.path().to_owned()),
+            ..ArchiveConfig::default()
+        };
         let mut writer = ArchiveWriter::new(config, 0, vec![("auscult.n_mels".to_owned(), "3".to_owned())]).unwrap();
         writer
             .write_batch(

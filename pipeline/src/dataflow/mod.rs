@@ -42,6 +42,7 @@ use crate::fleet::{fleet_counts, FleetFact, FleetKey, FleetRow, MachineStatus};
 use crate::metrics::PipelineMetrics;
 use crate::model::MachineMonitor;
 use crate::sources::{Placement, SourcePlan};
+use auscult_connectors::archive::ArchiveLocation;
 use auscult_connectors::events::EventTarget;
 use auscult_schemas::{AudioChunk, BandDeviation, MachineId, MachineType};
 use differential_dataflow::input::{Input, InputSession};
@@ -75,8 +76,8 @@ pub struct RunPlan {
     pub source: SourcePlan,
     /// Where anomaly events go; `None` drops them (counted all the same).
     pub events: Option<EventTarget>,
-    /// The archive root; `None` writes no archive.
-    pub archive_dir: Option<PathBuf>,
+    /// The archive's folder or object store; `None` writes no archive.
+    pub archive: Option<ArchiveLocation>,
     /// Where the fleet view's changed rows go (the compacted topic `auscult.fleet`); `None`
     /// keeps only the final view in the report.
     pub fleet: Option<EventTarget>,
@@ -289,8 +290,8 @@ fn run_worker(worker: &mut Worker, plan: &RunPlan, threads: usize) -> WorkerRepo
             sinks::fleet_sink(counts.inner, on_worker_zero(&plan.fleet), &state),
             sinks::event_sink(monitored.events, on_worker_zero(&plan.events), &state),
         ];
-        if let Some(dir) = &plan.archive_dir {
-            done.push(sinks::archive_sink(monitored.windows, dir, &config, index, &state));
+        if let Some(location) = &plan.archive {
+            done.push(sinks::archive_sink(monitored.windows, location, &config, index, &state));
         }
         // The epochs every sink has made durable: the Kafka input commits offsets up to there.
         scope.concatenate(done).probe_with(&durable);

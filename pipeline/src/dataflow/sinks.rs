@@ -11,12 +11,11 @@ use super::epoch_stash::EpochStash;
 use super::WorkerState;
 use crate::config::Config;
 use crate::fleet::{FleetCountChange, FleetKey, FleetMetric, FleetView};
-use auscult_connectors::archive::{ArchiveConfig, ArchiveWriter};
+use auscult_connectors::archive::{ArchiveConfig, ArchiveLocation, ArchiveWriter};
 use auscult_connectors::events::{EventTarget, EventWriter};
 use auscult_schemas::{AnomalyEvent, WindowRecord};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::rc::Rc;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
@@ -84,16 +83,17 @@ pub(super) fn fleet_sink<'scope>(
 }
 
 /// "ArchiveSink": this worker's windows, a batch of `archive.roll_epochs` epochs per set of
-/// Parquet files under `dir`, written once the frontier has passed the batch.
+/// Parquet files at its location (a folder or an object store), written once the frontier has
+/// passed the batch.
 pub(super) fn archive_sink<'scope>(
     windows: StreamVec<'scope, u64, WindowRecord>,
-    dir: &Path,
+    location: &ArchiveLocation,
     config: &Config,
     worker_index: usize,
     state: &Rc<RefCell<WorkerState>>,
 ) -> StreamVec<'scope, u64, ()> {
     let archive_config = ArchiveConfig {
-        dir: dir.to_path_buf(),
+        location: location.clone().with_options(config.archive.store_options.clone()),
         max_rows_per_file: config.archive.max_rows_per_file,
         zstd_level: config.archive.zstd_level,
         ..ArchiveConfig::default()
