@@ -16,7 +16,9 @@ print(json.dumps(compose))
     let compose: serde_json::Value =
         serde_json::from_str(&python_ok(script, &[&repo().join("docker-compose.yml")])).expect("JSON");
     let services = compose["services"].as_object().expect("services");
-    for name in ["kafka", "topics", "auscult-0", "auscult-1", "agents", "anomalies", "prometheus", "grafana"] {
+    for name in
+        ["kafka", "minio", "bucket", "topics", "auscult-0", "auscult-1", "agents", "anomalies", "prometheus", "grafana"]
+    {
         assert!(services.contains_key(name), "no service {name}");
     }
     let kafka = &services["kafka"];
@@ -44,6 +46,20 @@ print(json.dumps(compose))
             let hostname = service["hostname"].as_str().unwrap();
             assert!(hosts[index].starts_with(&format!("{hostname}:")), "{name} is process {index}: {}", hosts[index]);
             processes.push(index);
+            // The archive is on the S3-compatible service, in the bucket the `bucket` job makes;
+            // no process mounts an archive folder.
+            let archive = &args[args.iter().position(|arg| arg == "--archive").unwrap() + 1];
+            let bucket =
+                archive.strip_prefix("s3://").and_then(|rest| rest.split('/').next()).expect("an s3:// archive");
+            let makes = services["bucket"]["entrypoint"].as_array().unwrap().iter().any(|arg| {
+                arg.as_str().is_some_and(|text| text.contains(&format!("mc mb --ignore-existing local/{bucket}")))
+            });
+            assert!(makes, "{name} archives to bucket {bucket}, which the bucket job does not make");
+            let endpoint = service["environment"]["AWS_ENDPOINT"].as_str().expect("an endpoint");
+            let host = endpoint.trim_start_matches("http://").split(':').next().unwrap();
+            assert!(services.contains_key(host), "{name}'s endpoint {endpoint} is not a service");
+            let mounts = service["volumes"].as_array().unwrap();
+            assert!(mounts.iter().all(|m| !m.as_str().unwrap().contains("archive")), "{name} mounts an archive");
         }
     }
     assert_eq!(checked, 4, "topics, auscult-0, auscult-1 and agents run auscult");
