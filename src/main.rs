@@ -142,7 +142,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Simulate(args) => commands::simulate::execute(args),
         Command::Demo(args) => commands::demo::execute(args, config),
         Command::Eval(args) => commands::eval::execute(args, config),
-        Command::Report(args) => commands::report::execute(args),
+        Command::Report(args) => commands::report::execute(args, config),
         Command::Config => {
             print!("{}", config.to_toml());
             Ok(())

@@ -112,6 +112,18 @@ fn an_s3_archive_holds_what_a_folder_archive_holds_and_pyarrow_reads_it() {
     assert_eq!(stored["score_sum"], expected["score_sum"]);
     assert_eq!(summary["totals"]["archive_files"], reference["totals"]["archive_files"]);
 
+    // `auscult report` reads the bucket as it reads the folder: the same fleet table.
+    let fleet_table = |archive: &str, name: &str| {
+        let page = dir.path().join(format!("{name}.html"));
+        run_ok(server.client_env(auscult().args(["report", "--archive", archive, "-o"]).arg(&page)));
+        let html = std::fs::read_to_string(&page).unwrap();
+        let start = html.find("<table id=\"fleet-table\">").expect("a fleet table");
+        html[start..start + html[start..].find("</table>").unwrap()].to_owned()
+    };
+    let from_bucket = fleet_table("s3://plant-archive/site-1/windows", "s3-report");
+    assert_eq!(from_bucket, fleet_table(folder.to_str().unwrap(), "folder-report"));
+    assert_eq!(from_bucket.matches("<tr>").count(), 4, "a header and 3 machines");
+
     // The run says where the archive went, and a bucket that does not exist is one clear line.
     let missing = dir.path().join("missing.json");
     let output = server

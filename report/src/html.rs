@@ -174,9 +174,12 @@ pub(crate) fn render(report: &Report, notes: &[String]) -> Result<String, Report
 fn header(page: &mut String, report: &Report, notes: &[String]) {
     page.push_str("<p class=\"meta\">");
     let inputs = &report.inputs;
-    for (label, path) in [("archive", &inputs.archive), ("events", &inputs.events), ("evaluation", &inputs.eval)] {
-        if let Some(path) = path {
-            let _ = write!(page, "{label}: <code>{}</code><br>", escape(&path.display().to_string()));
+    let archive = inputs.archive.as_ref().map(ToString::to_string);
+    let events = inputs.events.as_ref().map(|path| path.display().to_string());
+    let eval = inputs.eval.as_ref().map(|path| path.display().to_string());
+    for (label, name) in [("archive", archive), ("events", events), ("evaluation", eval)] {
+        if let Some(name) = name {
+            let _ = write!(page, "{label}: <code>{}</code><br>", escape(&name));
         }
     }
     let machines = &report.fleet.machines;

@@ -16,6 +16,7 @@ mod html;
 pub mod inputs;
 
 use auscult_connectors::archive::reader::{read_windows, ArchiveReadError, FooterSettings};
+pub use auscult_connectors::archive::ArchiveLocation;
 use auscult_pipeline::dsp::mel::{hz_to_mel, mel_to_hz};
 use detail::MachineDetail;
 use fleet::Fleet;
@@ -26,7 +27,8 @@ use std::path::{Path, PathBuf};
 /// What to draw from, and how much.
 #[derive(Debug, Clone)]
 pub struct ReportInputs {
-    pub archive: Option<PathBuf>,
+    /// The archive's folder or object store.
+    pub archive: Option<ArchiveLocation>,
     pub events: Option<PathBuf>,
     pub eval: Option<PathBuf>,
     /// An eval document already in memory (`auscult eval --report`), used instead of `eval`.

@@ -56,7 +56,8 @@ fn a_thousand_machines_give_a_thousand_rows_and_bounded_detail() {
         writer.write_batch(index as u64, (0..MACHINES).map(|m| window(m, index)).collect()).unwrap();
     }
     let out = dir.path().join("report.html");
-    let inputs = ReportInputs { archive: Some(archive), detail_limit: 25, ..ReportInputs::default() };
+    let inputs =
+        ReportInputs { archive: Some(ArchiveLocation::Folder(archive)), detail_limit: 25, ..ReportInputs::default() };
     let outline = write_report(&inputs, &out).unwrap();
     assert_eq!((outline.machines, outline.alerted, outline.detailed), (MACHINES, 40, 25));
 

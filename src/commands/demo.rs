@@ -97,7 +97,11 @@ pub fn execute(args: DemoArgs, config: Config) -> Result<()> {
     println!("  duckdb -c \"{query}\"");
     println!("  python3 -c \"import duckdb; duckdb.sql(\\\"{query}\\\").show()\"");
     let report_path = out.join("report.html");
-    let inputs = ReportInputs { archive: Some(archive_dir), events: Some(events_path), ..ReportInputs::default() };
+    let inputs = ReportInputs {
+        archive: Some(ArchiveLocation::Folder(archive_dir)),
+        events: Some(events_path),
+        ..ReportInputs::default()
+    };
     let outline = crate::commands::report::write(&inputs, &report_path)?;
     println!();
     crate::commands::report::print_outline(&report_path, &outline);

@@ -2,15 +2,17 @@
 //! drawn from the archive, the events and an eval JSON (see the `auscult-report` crate).
 
 use anyhow::{Context, Result};
-use auscult_report::{write_report, ReportInputs, ReportOutline};
+use auscult_pipeline::Config;
+use auscult_report::{write_report, ArchiveLocation, ReportInputs, ReportOutline};
 use clap::Args;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
-    /// The Parquet archive folder (`run --archive`).
-    #[arg(long, value_name = "DIR")]
-    pub archive: Option<PathBuf>,
+    /// The Parquet archive (`run --archive`): a folder, or an object store URL (`s3://bucket/prefix`,
+    /// ...; credentials as for `run`).
+    #[arg(long, value_name = "DIR|URL", value_parser = archive_location)]
+    pub archive: Option<ArchiveLocation>,
     /// Anomaly events as JSON Lines (`run --events`, or saved from the anomaly topic): the bands
     /// the stream reported for each alert.
     #[arg(long, value_name = "FILE")]
@@ -27,9 +29,13 @@ pub struct ReportArgs {
     pub out: PathBuf,
 }
 
-pub fn execute(args: ReportArgs) -> Result<()> {
+fn archive_location(text: &str) -> Result<ArchiveLocation, String> {
+    ArchiveLocation::parse(text).map_err(|error| error.to_string())
+}
+
+pub fn execute(args: ReportArgs, config: Config) -> Result<()> {
     let inputs = ReportInputs {
-        archive: args.archive,
+        archive: args.archive.map(|location| location.with_options(config.archive.store_options.clone())),
         events: args.events,
         eval: args.eval,
         detail_limit: args.detail,

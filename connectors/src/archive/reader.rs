@@ -5,6 +5,8 @@
 //! dot), and reads only the columns asked for: the band vectors are most of a file's bytes, and
 //! a fleet overview needs none of them.
 
+use super::store::StoreSink;
+use super::{ArchiveError, ArchiveLocation};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Float64Type, TimestampMicrosecondType};
 use arrow_array::{Array, RecordBatch};
@@ -16,6 +18,7 @@ use auscult_schemas::time::TimestampUs;
 use auscult_schemas::{AlertState, MachineType, ProfileState};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
+use parquet::file::reader::ChunkReader;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -33,6 +36,8 @@ pub enum ArchiveReadError {
     State { path: PathBuf, column: &'static str, value: String },
     #[error("archive {path}: no folder machine_type=TYPE above the file")]
     NoMachineType { path: PathBuf },
+    #[error("{reason}")]
+    Store { reason: String },
 }
 
 /// One archived window, as much of it as was asked for.
@@ -96,31 +101,47 @@ fn machine_type_of(path: &Path) -> Result<MachineType, ArchiveReadError> {
 /// `with_bands`; `keep_machine` skips other machines' rows before they are copied. Returns the
 /// footer settings of the first file (empty when there is none).
 pub fn read_windows(
-    dir: &Path,
+    location: &ArchiveLocation,
     with_bands: bool,
     keep_machine: &dyn Fn(&str) -> bool,
     visit: &mut dyn FnMut(ArchivedWindow),
 ) -> Result<FooterSettings, ArchiveReadError> {
     let mut settings = FooterSettings::new();
-    for (index, path) in archive_files(dir)?.iter().enumerate() {
-        let footer = read_file(path, with_bands, keep_machine, visit)?;
+    let mut keep_first = |index: usize, footer: FooterSettings| {
         if index == 0 {
             settings = footer;
+        }
+    };
+    match location {
+        ArchiveLocation::Folder(dir) => {
+            for (index, path) in archive_files(dir)?.iter().enumerate() {
+                let file = File::open(path).map_err(|source| ArchiveReadError::Io { path: path.to_owned(), source })?;
+                keep_first(index, read_file(path, file, with_bands, keep_machine, visit)?);
+            }
+        }
+        ArchiveLocation::Store(store) => {
+            let store_error = |error: ArchiveError| ArchiveReadError::Store { reason: error.to_string() };
+            let store = StoreSink::open(store).map_err(store_error)?;
+            for (index, relative) in store.parquet_objects().map_err(store_error)?.iter().enumerate() {
+                let contents = store.get(relative).map_err(store_error)?;
+                let name = PathBuf::from(store.url_of(relative));
+                keep_first(index, read_file(&name, contents, with_bands, keep_machine, visit)?);
+            }
         }
     }
     Ok(settings)
 }
 
-fn read_file(
+fn read_file<R: ChunkReader + 'static>(
     path: &Path,
+    contents: R,
     with_bands: bool,
     keep_machine: &dyn Fn(&str) -> bool,
     visit: &mut dyn FnMut(ArchivedWindow),
 ) -> Result<FooterSettings, ArchiveReadError> {
     let parquet_error = |reason: String| ArchiveReadError::Parquet { path: path.to_owned(), reason };
     let machine_type = machine_type_of(path)?;
-    let file = File::open(path).map_err(|source| ArchiveReadError::Io { path: path.to_owned(), source })?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| parquet_error(e.to_string()))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(contents).map_err(|e| parquet_error(e.to_string()))?;
     let footer: FooterSettings = builder
         .metadata()
         .file_metadata()
@@ -290,7 +311,9 @@ mod tests {
         std::fs::write(dir.path().join("date=1970-01-01/machine_type=fan/.part-x.parquet.tmp"), b"partial").unwrap();
 
         let mut windows = Vec::new();
-        let settings = read_windows(dir.path(), true, &|_| true, &mut |w| windows.push(w)).unwrap();
+        let settings =
+            read_windows(&ArchiveLocation::Folder(dir.path().to_owned()), true, &|_| true, &mut |w| windows.push(w))
+                .unwrap();
         assert_eq!(settings.get("auscult.n_mels").map(String::as_str), Some("3"));
         assert_eq!(windows.len(), 3);
         let warned = &windows[1];
@@ -303,7 +326,13 @@ mod tests {
         assert_eq!(windows[0].score, None);
 
         let mut pumps = Vec::new();
-        read_windows(dir.path(), false, &|machine| machine.starts_with("pump"), &mut |w| pumps.push(w)).unwrap();
+        read_windows(
+            &ArchiveLocation::Folder(dir.path().to_owned()),
+            false,
+            &|machine| machine.starts_with("pump"),
+            &mut |w| pumps.push(w),
+        )
+        .unwrap();
         assert_eq!(pumps.len(), 1);
         assert_eq!(pumps[0].logmel_mean_db, None);
         assert_eq!(pumps[0].machine_type.as_str(), "pump");
@@ -315,9 +344,12 @@ mod tests {
         let folder = dir.path().join("date=2026-01-01/machine_type=fan");
         std::fs::create_dir_all(&folder).unwrap();
         std::fs::write(folder.join("part-1.parquet"), b"not parquet").unwrap();
-        let error = read_windows(dir.path(), false, &|_| true, &mut |_| {}).unwrap_err().to_string();
+        let error = read_windows(&ArchiveLocation::Folder(dir.path().to_owned()), false, &|_| true, &mut |_| {})
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("part-1.parquet") && error.contains("not a readable Parquet file"), "{error}");
-        let missing = read_windows(&dir.path().join("nowhere"), false, &|_| true, &mut |_| {}).unwrap_err();
+        let missing = read_windows(&ArchiveLocation::Folder(dir.path().join("nowhere")), false, &|_| true, &mut |_| {})
+            .unwrap_err();
         assert!(missing.to_string().contains("nowhere"), "{missing}");
     }
 }

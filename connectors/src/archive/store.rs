@@ -94,6 +94,33 @@ impl StoreSink {
         ObjectPath::from_iter(self.prefix.parts().chain(relative.parts()))
     }
 
+    /// The relative keys of the committed Parquet files under the prefix, in key order (a
+    /// name starting with a dot is not a committed file).
+    pub fn parquet_objects(&self) -> Result<Vec<String>, ArchiveError> {
+        use futures::TryStreamExt;
+        let failed = |reason: String| ArchiveError::Store { url: self.url.clone(), reason: one_line(reason) };
+        let objects: Vec<object_store::ObjectMeta> = self
+            .runtime
+            .block_on(self.store.list(Some(&self.prefix)).try_collect())
+            .map_err(|e: object_store::Error| failed(e.to_string()))?;
+        let skip = self.prefix.parts().count();
+        let mut relative: Vec<String> = objects
+            .iter()
+            .map(|object| object.location.parts().skip(skip).map(|part| part.as_ref().to_owned()).collect::<Vec<_>>())
+            .filter(|parts| parts.last().is_some_and(|name| name.ends_with(".parquet") && !name.starts_with('.')))
+            .map(|parts| parts.join("/"))
+            .collect();
+        relative.sort();
+        Ok(relative)
+    }
+
+    /// The whole object at `relative`.
+    pub fn get(&self, relative: &str) -> Result<bytes::Bytes, ArchiveError> {
+        let failed = |reason: String| ArchiveError::Store { url: self.url_of(relative), reason: one_line(reason) };
+        let key = self.key(relative);
+        self.runtime.block_on(async { self.store.get(&key).await?.bytes().await }).map_err(|e| failed(e.to_string()))
+    }
+
     /// Uploads the `bytes` bytes of `file` (from its start) to `relative` under the prefix.
     pub fn put_file(&self, relative: &str, mut file: File, bytes: u64) -> Result<(), ArchiveError> {
         let failed = |reason: String| ArchiveError::Store { url: self.url_of(relative), reason: one_line(reason) };
