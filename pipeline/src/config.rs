@@ -197,6 +197,7 @@ pub struct ArchiveSettings {
     /// Client options of an object-store archive (`object_store` keys: `aws_endpoint`,
     /// `aws_allow_http`, `aws_region`, `google_service_account`, `azure_storage_account_name`,
     /// ...), over what the environment sets.
+    #[serde(deserialize_with = "auscult_connectors::kafka::config::text_map")]
     pub store_options: BTreeMap<String, String>,
 }
 
@@ -412,6 +413,17 @@ mod tests {
         assert_eq!(config.kafka.brokers, "env:9092", "text needs no quotes");
         assert_eq!(config.model.learning_s, 30.0);
         assert_eq!(config.stream.max_machines, 10, "the file's own value stays");
+        // Client options are text, though a variable's `true` or `5` reads as TOML.
+        let options = Config::load(
+            None,
+            env(&[
+                ("AUSCULT_ARCHIVE__STORE_OPTIONS__AWS_ALLOW_HTTP", "true"),
+                ("AUSCULT_KAFKA__PROPERTIES__LINGER_MS", "5"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(options.archive.store_options["aws_allow_http"], "true");
+        assert_eq!(options.kafka.properties["linger_ms"], "5");
         let unknown = Config::load(None, env(&[("AUSCULT_KAFKA__BROKRES", "x")])).unwrap_err().to_string();
         assert!(unknown.contains("AUSCULT_KAFKA__BROKRES") && unknown.contains("brokres"), "{unknown}");
         let bad = Config::load(None, env(&[("AUSCULT_STREAM__MAX_MACHINES", "many")])).unwrap_err().to_string();

@@ -28,7 +28,37 @@ pub struct KafkaConfig {
     pub agent_delivery_timeout_s: u64,
     /// librdkafka properties for every client (`"security.protocol" = "SASL_SSL"`, ...; a value
     /// `${NAME}` is read from the environment); `--kafka-property KEY=VALUE` adds to them.
+    #[serde(deserialize_with = "text_map")]
     pub properties: BTreeMap<String, String>,
+}
+
+/// A value of a client-options table, as text: `true`, `5` and `0.5` are what a client takes
+/// as text too, and an `AUSCULT_..._KEY=true` variable arrives as a TOML boolean.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum TextValue {
+    Text(String),
+    Bool(bool),
+    Integer(i64),
+    Float(f64),
+}
+
+/// Deserializes a table of client options (librdkafka properties, object-store options),
+/// whose values clients read as text, accepting booleans and numbers as their text.
+pub fn text_map<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<BTreeMap<String, String>, D::Error> {
+    let raw = BTreeMap::<String, TextValue>::deserialize(deserializer)?;
+    Ok(raw
+        .into_iter()
+        .map(|(key, value)| {
+            let text = match value {
+                TextValue::Text(text) => text,
+                TextValue::Bool(flag) => flag.to_string(),
+                TextValue::Integer(number) => number.to_string(),
+                TextValue::Float(number) => number.to_string(),
+            };
+            (key, text)
+        })
+        .collect())
 }
 
 impl Default for KafkaConfig {
