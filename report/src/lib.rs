@@ -17,7 +17,8 @@ pub mod inputs;
 
 use auscult_connectors::archive::reader::{read_windows, ArchiveReadError, FooterSettings};
 pub use auscult_connectors::archive::ArchiveLocation;
-use auscult_pipeline::dsp::mel::{hz_to_mel, mel_to_hz};
+use auscult_pipeline::dsp::MelFilterbank;
+use auscult_schemas::FeatureSettings;
 use detail::MachineDetail;
 use fleet::Fleet;
 use inputs::{EvalDocument, Events, InputError};
@@ -87,7 +88,8 @@ pub struct ReportOutline {
 pub(crate) struct Report {
     pub inputs: ReportInputs,
     pub fleet: Fleet,
-    pub settings: FooterSettings,
+    /// Band edges in Hz come from it.
+    pub filterbank: Option<MelFilterbank>,
     pub events: Option<Events>,
     pub details: BTreeMap<String, MachineDetail>,
     pub eval: Option<EvalDocument>,
@@ -99,19 +101,28 @@ impl Report {
         self.band_edges_hz(band).map(|(low, high)| (low + high) / 2.0)
     }
 
-    /// The lower and upper edge of mel band `band`, Hz (Slaney's scale, as the features use).
+    /// The lower and upper edge of mel band `band`, Hz: the filterbank's own, as the stream
+    /// names them in its events.
     pub fn band_edges_hz(&self, band: usize) -> Option<(f64, f64)> {
-        let n_mels: usize = self.settings.get("auscult.n_mels")?.parse().ok()?;
-        let rate: f64 = self.settings.get("auscult.sample_rates_hz")?.split(',').next()?.parse().ok()?;
-        let fmin: f64 = self.settings.get("auscult.fmin_hz").and_then(|v| v.parse().ok()).unwrap_or(0.0);
-        let fmax: f64 = self.settings.get("auscult.fmax_hz").and_then(|v| v.parse().ok()).unwrap_or(rate / 2.0);
-        if band >= n_mels {
-            return None;
-        }
-        let (low_mel, high_mel) = (hz_to_mel(fmin), hz_to_mel(fmax));
-        let edge = |i: usize| mel_to_hz(low_mel + (high_mel - low_mel) * i as f64 / (n_mels + 1) as f64);
-        Some((edge(band), edge(band + 2)))
+        let filterbank = self.filterbank.as_ref()?;
+        (band < filterbank.n_mels()).then(|| filterbank.band_range_hz(band))
     }
+}
+
+/// The filterbank the archive's features were made with, from its footer settings (`None`
+/// without them: the charts then label bands by index).
+fn filterbank_of(settings: &FooterSettings) -> Option<MelFilterbank> {
+    let number = |key: &str| settings.get(key)?.parse::<usize>().ok();
+    let rate: u32 = settings.get("auscult.sample_rates_hz")?.split(',').next()?.parse().ok()?;
+    let mut features =
+        FeatureSettings::new(rate, number("auscult.n_fft")?, number("auscult.hop_length")?, number("auscult.n_mels")?);
+    if let Some(fmin) = settings.get("auscult.fmin_hz").and_then(|v| v.parse().ok()) {
+        features.fmin_hz = fmin;
+    }
+    if let Some(fmax) = settings.get("auscult.fmax_hz").and_then(|v| v.parse().ok()) {
+        features.fmax_hz = fmax;
+    }
+    Some(MelFilterbank::new(&features))
 }
 
 /// Reads the inputs and writes the report to `out` (under a temporary name, then renamed, so a
@@ -153,7 +164,8 @@ pub fn write_report(inputs: &ReportInputs, out: &Path) -> Result<ReportOutline, 
     if let Some(events) = &events {
         notes.extend(events.skipped.iter().cloned());
     }
-    let report = Report { inputs: inputs.clone(), fleet, settings, events, details, eval };
+    let filterbank = filterbank_of(&settings);
+    let report = Report { inputs: inputs.clone(), fleet, filterbank, events, details, eval };
     let page = html::render(&report, &notes)?;
     let temporary = out.with_file_name(format!(
         ".{}.tmp",

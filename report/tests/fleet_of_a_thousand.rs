@@ -47,6 +47,8 @@ fn a_thousand_machines_give_a_thousand_rows_and_bounded_detail() {
     let archive = dir.path().join("archive");
     let config = ArchiveConfig { location: ArchiveLocation::Folder(archive.clone()), ..ArchiveConfig::default() };
     let metadata = vec![
+        ("auscult.n_fft".to_owned(), "1024".to_owned()),
+        ("auscult.hop_length".to_owned(), "512".to_owned()),
         ("auscult.n_mels".to_owned(), BANDS.to_string()),
         ("auscult.fmin_hz".to_owned(), "0".to_owned()),
         ("auscult.fmax_hz".to_owned(), "sr/2".to_owned()),
