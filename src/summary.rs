@@ -196,7 +196,7 @@ pub fn print_run_summary(
     if totals.machines_restored > 0 || totals.checkpoints_written > 0 {
         writeln!(
             out,
-            "state: {} machine(s) continued from a checkpoint, {} checkpoint file(s) written",
+            "state: {} machine(s) continued from a checkpoint, {} checkpoint(s) written (one per worker and boundary)",
             totals.machines_restored, totals.checkpoints_written
         )?;
     }

@@ -20,6 +20,7 @@ pub struct Config {
     pub alerts: AlertConfig,
     pub stream: StreamConfig,
     pub archive: ArchiveSettings,
+    pub state: StateConfig,
     pub kafka: KafkaConfig,
     pub metrics: MetricsConfig,
 }
@@ -207,6 +208,38 @@ impl Default for ArchiveSettings {
     }
 }
 
+/// Where a Kafka-fed run checkpoints each machine's state, so that a restart continues where
+/// the last run stopped instead of learning every machine again (`run --state DIR|kafka`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StateConfig {
+    /// `none`; `folder` (`dir`, which every process must see); or `kafka`, the compacted topic
+    /// `kafka.state_topic`, which needs no shared disk.
+    pub backend: StateBackend,
+    /// The folder of the `folder` backend.
+    pub dir: Option<std::path::PathBuf>,
+    /// Longest record on the state topic, bytes; a longer state is split in parts. Half of
+    /// Kafka's default `message.max.bytes` (1 MiB): a machine's state (about 85 KB, at most
+    /// 256 KiB) is one record.
+    pub max_record_bytes: usize,
+}
+
+/// Where state checkpoints go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StateBackend {
+    #[default]
+    None,
+    Folder,
+    Kafka,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self { backend: StateBackend::None, dir: None, max_record_bytes: 512 * 1024 }
+    }
+}
+
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -321,6 +354,12 @@ impl Config {
                 format!("{:?}", self.stream),
                 "chunk_ms, epoch_ms and checkpoint_s must be positive",
             );
+        }
+        if self.state.backend == StateBackend::Folder && self.state.dir.is_none() {
+            return invalid("state.dir", "none".to_owned(), "the folder backend needs a folder");
+        }
+        if self.state.max_record_bytes < 4096 {
+            return invalid("state.max_record_bytes", self.state.max_record_bytes.to_string(), "must be at least 4096");
         }
         if auscult_schemas::time::parse_rfc3339(&self.stream.start_time).is_none() {
             return invalid(

@@ -5,15 +5,18 @@ use anyhow::{bail, Context, Result};
 use auscult_connectors::archive::ArchiveLocation;
 use auscult_connectors::edge::{LocalMachines, LocalSource};
 use auscult_connectors::events::EventTarget;
-use auscult_connectors::kafka::partition_count;
+use auscult_connectors::kafka::{partition_count, read_changelog};
 use auscult_connectors::metrics_endpoint::{MetricsEndpoint, Pages};
-use auscult_pipeline::checkpoint;
-use auscult_pipeline::dataflow::{run, CheckpointPlan, RunPlan, WorkerReport};
+use auscult_pipeline::checkpoint::{self, changelog};
+use auscult_pipeline::config::StateBackend;
+use auscult_pipeline::dataflow::{run, CheckpointPlan, RunPlan, StatePlan, WorkerReport};
 use auscult_pipeline::metrics::{PipelineMetrics, WorkerLabel};
 use auscult_pipeline::sources::{KafkaSource, SourcePlan};
 use auscult_pipeline::Config;
 use auscult_schemas::time::rfc3339;
+use auscult_schemas::MachineId;
 use clap::Args;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -134,11 +137,13 @@ pub struct RunArgs {
     /// and endpoint from the usual environment variables and `[archive.store_options]`).
     #[arg(long, value_name = "DIR|URL", value_parser = archive_location)]
     pub archive: Option<ArchiveLocation>,
-    /// With --brokers: keep each machine's state in this folder, checkpointed every
-    /// `stream.checkpoint_s` of capture time, and continue from it on the next run (all
-    /// processes of a cluster must see the same folder).
-    #[arg(long, value_name = "DIR", requires = "brokers", value_parser = local_folder)]
-    pub state: Option<PathBuf>,
+    /// With --brokers: checkpoint each machine's state every `stream.checkpoint_s` of capture
+    /// time and continue from it on the next run: `kafka` keeps it in the compacted topic
+    /// `kafka.state_topic` (no shared disk; any number of processes and hosts), a folder keeps
+    /// it there (every process of a cluster must see the same folder; `./kafka` for a folder
+    /// of that name). Default: `state.backend`.
+    #[arg(long, value_name = "DIR|kafka", requires = "brokers", value_parser = state_arg)]
+    pub state: Option<StateArg>,
     /// Also write the run summary as JSON here.
     #[arg(long)]
     pub summary_json: Option<PathBuf>,
@@ -249,12 +254,95 @@ fn archive_location(text: &str) -> Result<ArchiveLocation, String> {
     ArchiveLocation::parse(text).map_err(|error| error.to_string())
 }
 
-fn local_folder(text: &str) -> Result<PathBuf, String> {
+/// Where `--state` keeps the machines' state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StateArg {
+    Kafka,
+    Folder(PathBuf),
+}
+
+fn state_arg(text: &str) -> Result<StateArg, String> {
     match text.split_once("://") {
+        _ if text == "kafka" => Ok(StateArg::Kafka),
         Some((scheme, _)) if !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric()) => Err(format!(
-            "{scheme}:// is object storage, where auscult keeps no state yet: give a local or mounted folder"
+            "{scheme}:// is object storage, where auscult keeps no state: give `kafka` (the state topic) or a local or mounted folder"
         )),
-        _ => Ok(PathBuf::from(text)),
+        _ => Ok(StateArg::Folder(PathBuf::from(text))),
+    }
+}
+
+/// Reads what earlier runs checkpointed, from the configured backend (`None`: no checkpoints).
+/// From the changelog, this process keeps only the machines its workers own.
+fn restore_state(config: &Config, source: &SourcePlan, cluster: &ClusterArgs) -> Result<Option<CheckpointPlan>> {
+    let brokers = match source {
+        SourcePlan::Kafka(kafka) => kafka.brokers.clone(),
+        _ if config.state.backend == StateBackend::None => return Ok(None),
+        _ => bail!("state checkpoints (state.backend) need a Kafka source: give --brokers"),
+    };
+    match (config.state.backend, &config.state.dir) {
+        (StateBackend::None, _) => Ok(None),
+        (StateBackend::Folder, None) => bail!("state.backend = \"folder\" needs state.dir"),
+        (StateBackend::Folder, Some(dir)) => {
+            let restored = checkpoint::restore(dir, config)?;
+            match restored.covered_until_us {
+                Some(covered) => eprintln!(
+                    "restored {} machine(s) from {} ({} file(s)), state up to {}",
+                    restored.monitors.len(),
+                    dir.display(),
+                    restored.files.len(),
+                    rfc3339(covered)
+                ),
+                None => eprintln!("no checkpoint in {}: every machine starts learning", dir.display()),
+            }
+            Ok(Some(CheckpointPlan {
+                store: StatePlan::Folder(dir.clone()),
+                restored: Arc::new(Mutex::new(restored.monitors)),
+                covered_until_us: restored.covered_until_us,
+            }))
+        }
+        (StateBackend::Kafka, _) => {
+            let topic = config.kafka.state_topic.clone();
+            let started = Instant::now();
+            let state_partitions = partition_count(&brokers, &topic, Duration::from_secs(10))
+                .with_context(|| format!("the state topic {topic} (`auscult topics` creates it, compacted)"))?;
+            let workers = cluster.workers.max(1);
+            let peers = workers * cluster.processes.max(1);
+            let mine = cluster.process * workers..(cluster.process + 1) * workers;
+            let placement = source.placement(peers);
+            let owned = |key: &str| {
+                changelog::machine_of_key(key)
+                    .is_some_and(|machine| mine.contains(&(placement.worker_of(&machine) as usize)))
+            };
+            let contents = read_changelog(&brokers, &topic, owned)?;
+            let (records, bytes) = (contents.records_read, contents.bytes_kept);
+            let found = changelog::restore(contents, &topic, config)?;
+            let monitors = found.restored.monitors;
+            match found.restored.covered_until_us {
+                Some(covered) => eprintln!(
+                    "restored {} machine(s) of this process's workers from kafka:{topic} ({records} record(s) read, {bytes} byte(s) kept, in {:.2} s), state up to {}",
+                    monitors.len(),
+                    started.elapsed().as_secs_f64(),
+                    rfc3339(covered)
+                ),
+                None => eprintln!("no state of this process's machines in kafka:{topic} ({records} record(s) read): they start learning"),
+            }
+            let mut parts_to_drop: HashMap<MachineId, Vec<String>> = found.parts_in_force.into_iter().collect();
+            for (machine, keys) in found.stale_parts {
+                parts_to_drop.entry(machine).or_default().extend(keys);
+            }
+            parts_to_drop.retain(|_, keys| !keys.is_empty());
+            Ok(Some(CheckpointPlan {
+                store: StatePlan::Changelog {
+                    brokers,
+                    topic,
+                    encoding: changelog::StateEncoding::new(config, state_partitions, config.state.max_record_bytes),
+                    max_record_bytes: config.state.max_record_bytes,
+                    parts_to_drop: Arc::new(Mutex::new(parts_to_drop)),
+                },
+                restored: Arc::new(Mutex::new(monitors)),
+                covered_until_us: found.restored.covered_until_us,
+            }))
+        }
     }
 }
 
@@ -307,30 +395,19 @@ pub fn execute(args: RunArgs, mut config: Config) -> Result<()> {
         .brokers
         .as_ref()
         .map(|brokers| EventTarget::Kafka { brokers: brokers.clone(), topic: config.kafka.fleet_topic.clone() });
-    let checkpoints = match &args.state {
-        Some(dir) => {
-            let restored = checkpoint::restore(dir, &config)?;
-            match restored.covered_until_us {
-                Some(covered) => eprintln!(
-                    "restored {} machine(s) from {} ({} file(s)), state up to {}",
-                    restored.monitors.len(),
-                    dir.display(),
-                    restored.files.len(),
-                    rfc3339(covered)
-                ),
-                None => eprintln!("no checkpoint in {}: every machine starts learning", dir.display()),
-            }
-            Some(CheckpointPlan {
-                dir: dir.clone(),
-                restored: Arc::new(Mutex::new(restored.monitors)),
-                covered_until_us: restored.covered_until_us,
-            })
-        }
-        None => None,
-    };
     if let SourcePlan::Kafka(kafka) = &mut source {
         kafka.partitions = partition_count(&kafka.brokers, &kafka.topic, Duration::from_secs(10))?;
     }
+    if let Some(state) = &args.state {
+        match state {
+            StateArg::Kafka => config.state.backend = StateBackend::Kafka,
+            StateArg::Folder(dir) => {
+                config.state.backend = StateBackend::Folder;
+                config.state.dir = Some(dir.clone());
+            }
+        }
+    }
+    let checkpoints = restore_state(&config, &source, &args.cluster)?;
     // A Kafka-fed run stops cleanly on SIGINT or SIGTERM: what it read is processed, made
     // durable and committed (a second signal ends it at once).
     let stop = Arc::new(AtomicBool::new(false));

@@ -1,5 +1,5 @@
 //! `auscult topics`: creates the audio, dead-letter and anomaly topics and the compacted
-//! machine registry on a Kafka cluster.
+//! machine registry, fleet view and state changelog on a Kafka cluster.
 
 use anyhow::{bail, Result};
 use auscult_connectors::kafka::{create_topics, TopicOutcome};
@@ -28,6 +28,7 @@ pub fn execute(args: TopicsArgs, config: Config) -> Result<()> {
         (kafka.anomalies_topic.as_str(), false),
         (kafka.machines_topic.as_str(), true),
         (kafka.fleet_topic.as_str(), true),
+        (kafka.state_topic.as_str(), true),
     ];
     let mut failed = 0;
     for (topic, outcome) in create_topics(&brokers, &topics, args.partitions, args.replication)? {

@@ -21,6 +21,9 @@ pub struct KafkaConfig {
     pub machines_topic: String,
     /// The live fleet view (compacted; key `site/type`, value the row as JSON).
     pub fleet_topic: String,
+    /// Each machine's checkpointed state with `run --state kafka` (compacted; key machine id,
+    /// value the versioned state record).
+    pub state_topic: String,
     /// Most bytes an agent buffers while the broker is away (then it drops and says so).
     pub agent_buffer_bytes: usize,
     /// How long an agent keeps retrying one chunk before counting it failed, s: long enough to
@@ -70,6 +73,7 @@ impl Default for KafkaConfig {
             anomalies_topic: "auscult.anomalies".to_owned(),
             machines_topic: "auscult.machines".to_owned(),
             fleet_topic: "auscult.fleet".to_owned(),
+            state_topic: "auscult.state".to_owned(),
             agent_buffer_bytes: 64 * 1024 * 1024,
             agent_delivery_timeout_s: 300,
             properties: BTreeMap::new(),

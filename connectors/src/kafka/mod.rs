@@ -7,6 +7,7 @@
 //! `sequence`). Every producer auscult makes is at-least-once and in order ([`at_least_once_in_order`]).
 
 pub mod admin;
+pub mod changelog;
 pub mod config;
 pub mod consumer;
 pub mod producer;
@@ -16,6 +17,7 @@ pub mod registry;
 mod agent_metrics;
 pub use admin::{create_topics, partition_count, TopicOutcome};
 pub use agent_metrics::AgentMetrics;
+pub use changelog::{read_changelog, ChangelogContents, ChangelogRecord, ChangelogWriter};
 pub use config::KafkaConfig;
 pub use consumer::{ChunkConsumer, ConsumerSettings, DeadLetter, Polled};
 pub use producer::{ChunkProducer, DeliveryReport, EventProducer, KafkaTransportError, ProducerSettings};

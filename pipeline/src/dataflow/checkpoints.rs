@@ -8,6 +8,7 @@
 //! structs so that these rules are tested on their own, below.
 
 use super::{WorkerReport, WorkerState};
+use crate::checkpoint::changelog::{MachineState, StateEncoding};
 use crate::checkpoint::CheckpointStore;
 use std::collections::BTreeMap;
 
@@ -99,9 +100,18 @@ impl OffsetLedger {
     }
 }
 
+/// Where a worker's checkpoints go.
+pub(super) enum StateWriter {
+    /// Files in its folder, written by the monitors at the boundary.
+    Folder(CheckpointStore),
+    /// Records for the state topic, made by the monitors at the boundary and written by
+    /// "StateChangelog" once the boundary's outputs are durable.
+    Changelog(StateEncoding),
+}
+
 /// One worker's checkpointing.
 pub(super) struct WorkerCheckpoints {
-    pub store: CheckpointStore,
+    pub store: StateWriter,
     pub schedule: CheckpointSchedule,
     /// The boundary this worker's last checkpoint covers up to, µs.
     pub written_until_us: Option<i64>,
@@ -121,14 +131,19 @@ impl WorkerCheckpoints {
         if Some(covered_until_us) <= self.marked_until_us {
             return true;
         }
-        if let Err(error) = self.store.mark_committed(covered_until_us) {
+        // The changelog needs no mark: its records are written after the outputs they cover.
+        let StateWriter::Folder(store) = &self.store else {
+            self.marked_until_us = Some(covered_until_us);
+            return true;
+        };
+        if let Err(error) = store.mark_committed(covered_until_us) {
             report.sink_error(error.to_string());
             return false;
         }
         self.marked_until_us = Some(covered_until_us);
         if let Some((after_us, peers)) = self.remove_stale.filter(|(after, _)| covered_until_us >= *after) {
             self.remove_stale = None;
-            if let Err(error) = self.store.remove_workers_from(peers) {
+            if let Err(error) = store.remove_workers_from(peers) {
                 tracing::warn!("cannot remove the checkpoints of earlier workers (after {after_us} µs): {error}");
             }
         }
@@ -136,16 +151,26 @@ impl WorkerCheckpoints {
     }
 }
 
-/// Writes the worker's machines' state as it is after `boundary` (nothing if it has none).
-pub(super) fn write_checkpoint(state: &mut WorkerState, boundary: u64) {
+/// Writes the worker's machines' state as it is after `boundary` (nothing if it has none): to
+/// its folder, or, for the changelog, returns the records to send once the boundary's outputs
+/// are durable.
+pub(super) fn write_checkpoint(state: &mut WorkerState, boundary: u64) -> Vec<MachineState> {
     let WorkerState { monitors, report, checkpoints, metrics, .. } = state;
-    let Some(checkpoints) = checkpoints else { return };
+    let Some(checkpoints) = checkpoints else { return Vec::new() };
     if monitors.is_empty() {
-        return;
+        return Vec::new();
     }
     let covered_until_us = checkpoints.schedule.covered_until_us(boundary);
+    let store = match &checkpoints.store {
+        StateWriter::Folder(store) => store,
+        StateWriter::Changelog(encoding) => {
+            let mut machines: Vec<_> = monitors.values().collect();
+            machines.sort_by(|a, b| a.machine_id().cmp(b.machine_id()));
+            return machines.into_iter().map(|monitor| encoding.encode(monitor, covered_until_us)).collect();
+        }
+    };
     let started = std::time::Instant::now();
-    match checkpoints.store.write(covered_until_us, monitors.values()) {
+    match store.write(covered_until_us, monitors.values()) {
         Ok(path) => {
             checkpoints.written_until_us = Some(covered_until_us);
             report.checkpoints_written += 1;
@@ -156,6 +181,7 @@ pub(super) fn write_checkpoint(state: &mut WorkerState, boundary: u64) {
         }
         Err(error) => report.sink_error(error.to_string()),
     }
+    Vec::new()
 }
 
 #[cfg(test)]

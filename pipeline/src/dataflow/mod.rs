@@ -6,16 +6,18 @@
 //!    -> Exchange(placement of machine_id)      one worker owns each machine's state
 //!    -> "MachineMonitors"                       order by (machine, capture, sequence) per epoch;
 //!                                               decode, log-mel, window, learn/score, alerts;
-//!                                               checkpoints at boundaries (with a state folder)
+//!                                               checkpoints at boundaries (--state DIR|kafka)
 //!    -> windows  -> "ArchiveSink"  (each worker)    Parquet, a batch per `roll_epochs`, at the frontier
 //!    -> events   -> Exchange(0) -> "EventSink"      JSON Lines or the anomaly topic, sorted, flushed per epoch
 //!    -> facts    -> fleet counts (differential) -> Exchange(0) -> "FleetSink"   the fleet topic
+//!    -> states (--state kafka) + the sinks' progress -> "StateChangelog"  the state topic,
+//!                                               a boundary's records once its outputs are durable
 //! ```
 //!
 //! The parts live beside this file: `kafka_input` (with its epoch clock, `input_clock`) and
 //! `plan_input` feed the graph; `monitors` is "MachineMonitors"; `sinks` the three sinks;
-//! `checkpoints` the checkpoint schedule and the ledger of offsets to commit; `epoch_stash` the
-//! per-epoch buffer they share.
+//! `checkpoints` the checkpoint schedule and the ledger of offsets to commit; `state_changelog`
+//! the state topic's writer; `epoch_stash` the per-epoch buffer they share.
 //!
 //! The timely timestamp is an epoch: `capture_time / epoch_ms`. Operators buffer per epoch and
 //! act when the frontier passes it, so the output is the same whatever the number of workers,
@@ -33,9 +35,11 @@ mod kafka_input;
 mod monitors;
 mod plan_input;
 mod sinks;
+mod state_changelog;
 
-use self::checkpoints::{CheckpointSchedule, WorkerCheckpoints};
+use self::checkpoints::{CheckpointSchedule, StateWriter, WorkerCheckpoints};
 use self::monitors::machine_monitors;
+use crate::checkpoint::changelog::StateEncoding;
 use crate::checkpoint::CheckpointStore;
 use crate::config::Config;
 use crate::fleet::{fleet_counts, FleetFact, FleetKey, FleetRow, MachineStatus};
@@ -93,11 +97,27 @@ pub struct RunPlan {
 /// Where checkpoints go, and the machines an earlier run's checkpoints restored.
 #[derive(Clone)]
 pub struct CheckpointPlan {
-    pub dir: PathBuf,
+    pub store: StatePlan,
     /// Each worker takes the machines it owns out of here when it starts.
     pub restored: Arc<Mutex<Vec<MachineMonitor>>>,
     /// The capture time the restored state covers up to (`None`: nothing was restored).
     pub covered_until_us: Option<i64>,
+}
+
+/// The backend of a run's checkpoints.
+#[derive(Clone)]
+pub enum StatePlan {
+    /// Files under one folder that every process sees.
+    Folder(PathBuf),
+    /// Records on the compacted state topic.
+    Changelog {
+        brokers: String,
+        topic: String,
+        encoding: StateEncoding,
+        max_record_bytes: usize,
+        /// Part keys of each restored machine to tombstone after its next record.
+        parts_to_drop: Arc<Mutex<HashMap<MachineId, Vec<String>>>>,
+    },
 }
 
 /// A fleet fact going in (+1) or out (-1) at an epoch.
@@ -293,8 +313,13 @@ fn run_worker(worker: &mut Worker, plan: &RunPlan, threads: usize) -> WorkerRepo
         if let Some(location) = &plan.archive {
             done.push(sinks::archive_sink(monitored.windows, location, &config, index, &state));
         }
+        let mut done = scope.concatenate(done);
+        // With the state changelog, a boundary is durable once its state records are, too.
+        if let Some(target) = changelog_target(plan.checkpoints.as_ref(), &placement, index) {
+            done = state_changelog::state_changelog(monitored.states, done, target, &state);
+        }
         // The epochs every sink has made durable: the Kafka input commits offsets up to there.
-        scope.concatenate(done).probe_with(&durable);
+        done.probe_with(&durable);
     });
 
     let mut registry_input = registry_handle.expect("made with the dataflow");
@@ -354,14 +379,46 @@ fn start_checkpoints(
     for monitor in mine {
         state.monitors.insert(monitor.machine_id().clone(), monitor);
     }
+    let store = match &checkpoint_plan.store {
+        StatePlan::Folder(dir) => StateWriter::Folder(CheckpointStore::new(dir, index, config)),
+        StatePlan::Changelog { encoding, .. } => StateWriter::Changelog(encoding.clone()),
+    };
     state.checkpoints = Some(WorkerCheckpoints {
-        store: CheckpointStore::new(&checkpoint_plan.dir, index, config),
+        store,
         schedule,
         written_until_us: None,
         marked_until_us: checkpoint_plan.covered_until_us,
-        remove_stale: (index == 0).then(|| (schedule.covered_until_us(boundary), peers)),
+        remove_stale: (index == 0 && matches!(checkpoint_plan.store, StatePlan::Folder(_)))
+            .then(|| (schedule.covered_until_us(boundary), peers)),
     });
     boundary
+}
+
+/// Where this worker's "StateChangelog" writes, with the part keys of its machines to drop
+/// (`None` without the changelog backend).
+fn changelog_target(
+    checkpoint_plan: Option<&CheckpointPlan>,
+    placement: &Placement,
+    index: usize,
+) -> Option<state_changelog::ChangelogTarget> {
+    let StatePlan::Changelog { brokers, topic, encoding, max_record_bytes, parts_to_drop } = &checkpoint_plan?.store
+    else {
+        return None;
+    };
+    let mut all = parts_to_drop.lock().unwrap_or_else(PoisonError::into_inner);
+    let mine: HashMap<MachineId, Vec<String>> = all
+        .iter()
+        .filter(|(machine_id, _)| placement.worker_of(machine_id) == index as u64)
+        .map(|(machine_id, keys)| (machine_id.clone(), keys.clone()))
+        .collect();
+    all.retain(|machine_id, _| !mine.contains_key(machine_id));
+    Some(state_changelog::ChangelogTarget {
+        brokers: brokers.clone(),
+        topic: topic.clone(),
+        encoding: encoding.clone(),
+        parts_to_drop: mine,
+        max_record_bytes: *max_record_bytes,
+    })
 }
 
 /// What each machine did, by machine id.

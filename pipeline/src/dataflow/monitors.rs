@@ -3,7 +3,8 @@
 //! registry frontiers have both passed it, its registry changes applied first, then its chunks
 //! in (machine, capture time, sequence) order, so the output does not depend on arrival order.
 //! With checkpoints it holds a capability at the next boundary and writes its machines' state
-//! there before any later epoch changes it.
+//! there before any later epoch changes it (to its folder, or as records for the state
+//! changelog, emitted at the boundary).
 //!
 //! It emits windows, events and fleet facts as one stream, split by kind without copying
 //! (timely's `partition`), for the sinks and the fleet view.
@@ -11,6 +12,7 @@
 use super::checkpoints::write_checkpoint;
 use super::epoch_stash::EpochStash;
 use super::{wall_clock_us, FleetUpdate, WorkerState, MAX_LATENCY_SAMPLES, REPLAY_BEHIND_US};
+use crate::checkpoint::changelog::MachineState;
 use crate::config::Config;
 use crate::fleet::{FleetFact, FleetKey, MachineStatus};
 use crate::metrics::{AlertLabel, MachineLabel, PipelineMetrics, StatusLabel, WindowLabel};
@@ -40,6 +42,8 @@ enum PipelineRecord {
     Event(AnomalyEvent),
     /// A change of the fleet view's facts, at an epoch.
     Fleet(FleetUpdate),
+    /// A machine's state at a checkpoint boundary, for the state changelog.
+    State(MachineState),
 }
 
 /// The monitors' output, by kind.
@@ -47,6 +51,8 @@ pub(super) struct MonitorStreams<'scope> {
     pub windows: StreamVec<'scope, u64, WindowRecord>,
     pub events: StreamVec<'scope, u64, AnomalyEvent>,
     pub fleet_facts: StreamVec<'scope, u64, FleetUpdate>,
+    /// With the changelog backend: each machine's state records, at each checkpoint boundary.
+    pub states: StreamVec<'scope, u64, MachineState>,
 }
 
 /// Builds "MachineMonitors" on `chunks` and the registry collection's updates, each exchanged
@@ -95,7 +101,8 @@ pub(super) fn machine_monitors<'scope>(
                         if let Some(held) = checkpoint_capability.as_mut().filter(|held| epoch > *held.time()) {
                             // The state after the boundary is complete: write it before this epoch changes it.
                             apply_registry_until(&mut state, &mut registry_changes, *held.time());
-                            write_checkpoint(&mut state, *held.time());
+                            let states = write_checkpoint(&mut state, *held.time());
+                            output.session(&*held).give_iterator(states.into_iter().map(PipelineRecord::State));
                             let next =
                                 state.checkpoints.as_ref().map_or(epoch, |c| c.schedule.boundary_at_or_after(epoch));
                             held.downgrade(&next);
@@ -107,7 +114,8 @@ pub(super) fn machine_monitors<'scope>(
                     // Both frontiers passed the boundary with no later epoch processed: write it.
                     if let Some(held) = checkpoint_capability.as_mut().filter(|held| finished(held.time())) {
                         apply_registry_until(&mut state, &mut registry_changes, *held.time());
-                        write_checkpoint(&mut state, *held.time());
+                        let states = write_checkpoint(&mut state, *held.time());
+                        output.session(&*held).give_iterator(states.into_iter().map(PipelineRecord::State));
                         let next = frontier.frontier().iter().chain(registry_frontier.frontier().iter()).min().copied();
                         match (next, state.checkpoints.as_ref()) {
                             (Some(next), Some(checkpoints)) if next < u64::MAX => {
@@ -122,10 +130,15 @@ pub(super) fn machine_monitors<'scope>(
         )
         .probe_with(probe);
 
-    let mut parts = records.partition(3, |record| match record {
+    let mut parts = records.partition(4, |record| match record {
         PipelineRecord::Window(_) => (0, record),
         PipelineRecord::Event(_) => (1, record),
         PipelineRecord::Fleet(_) => (2, record),
+        PipelineRecord::State(_) => (3, record),
+    });
+    let states = parts.pop().expect("four parts").flat_map(|record| match record {
+        PipelineRecord::State(state) => Some(state),
+        _ => None,
     });
     let fleet_facts = parts.pop().expect("three parts").flat_map(|record| match record {
         PipelineRecord::Fleet(update) => Some(update),
@@ -139,7 +152,7 @@ pub(super) fn machine_monitors<'scope>(
         PipelineRecord::Window(window) => Some(window),
         _ => None,
     });
-    MonitorStreams { windows, events, fleet_facts }
+    MonitorStreams { windows, events, fleet_facts, states }
 }
 
 /// A machine's status in the fleet view.

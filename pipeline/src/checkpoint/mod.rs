@@ -15,9 +15,12 @@
 //! that the state has already seen is dropped by its sequence numbers; the rest is processed
 //! as an uninterrupted run would have.
 //!
-//! All workers and processes of a run must see the same `DIR` (one host, or a shared volume).
+//! All workers and processes of a run must see the same `DIR` (one host, or a shared volume);
+//! a cluster without one keeps its state in a compacted Kafka topic instead ([`changelog`]).
 //! The number of workers may change between runs: every worker reads every folder and keeps
 //! the machines it owns now.
+
+pub mod changelog;
 
 use crate::config::Config;
 use crate::model::{MachineMonitor, MonitorSnapshot, RestoreError};
@@ -53,6 +56,8 @@ pub enum CheckpointError {
     Marker { path: PathBuf, reason: String },
     #[error("checkpoint {path}: {cause}")]
     Restore { path: PathBuf, cause: RestoreError },
+    #[error("checkpoint {path}: {reason}")]
+    Record { path: PathBuf, reason: String },
 }
 
 /// One worker's checkpoint file.
@@ -198,7 +203,7 @@ pub struct Restored {
     pub covered_until_us: Option<i64>,
     /// Every machine, as its newest snapshot up to that boundary left it.
     pub monitors: Vec<MachineMonitor>,
-    /// The files read.
+    /// The files read (or the changelog records, as `kafka:topic/partition@offset (key)`).
     pub files: Vec<PathBuf>,
 }
 
