@@ -58,8 +58,11 @@ print(json.dumps(compose))
             let endpoint = service["environment"]["AWS_ENDPOINT"].as_str().expect("an endpoint");
             let host = endpoint.trim_start_matches("http://").split(':').next().unwrap();
             assert!(services.contains_key(host), "{name}'s endpoint {endpoint} is not a service");
+            // Nor a state folder: the state is in the changelog topic.
+            let state = &args[args.iter().position(|arg| arg == "--state").unwrap() + 1];
+            assert_eq!(state, "kafka", "{name} keeps its state in {state}");
             let mounts = service["volumes"].as_array().unwrap();
-            assert!(mounts.iter().all(|m| !m.as_str().unwrap().contains("archive")), "{name} mounts an archive");
+            assert!(mounts.iter().all(|m| m.as_str().unwrap().ends_with(":ro")), "{name} mounts a writable volume");
         }
     }
     assert_eq!(checked, 4, "topics, auscult-0, auscult-1 and agents run auscult");

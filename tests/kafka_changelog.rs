@@ -303,3 +303,53 @@ fn a_process_of_3_killed_with_sigkill_loses_nothing_once_the_job_is_restarted() 
     let events: BTreeSet<String> = events_by_id(&broker).into_values().collect();
     assert_eq!(events, reference_events);
 }
+
+/// A machine retired in the registry leaves the state topic (a tombstone follows) and does not
+/// come back on the next restart; its chunks are skipped and counted.
+#[test]
+fn a_machine_retired_in_the_registry_is_tombstoned_on_the_state_topic() {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let broker = broker_with_topics();
+    let root = tempfile::tempdir().unwrap();
+    let run = |name: &str| {
+        let folder = root.path().join(name);
+        std::fs::create_dir_all(&folder).unwrap();
+        run_ok(
+            auscult()
+                .current_dir(&folder)
+                .args(["run", "--brokers", &broker.address, "-w", "2", "--learning-s", "20", "--state", "kafka"])
+                .args(["--stop-when-idle", "3", "--events", "events.jsonl", "--summary-json", "summary.json"]),
+        );
+        read_json(&folder.join("summary.json"))
+    };
+    let machines = |summary: &serde_json::Value| -> Vec<String> {
+        let workers = summary["workers"].as_array().unwrap();
+        let mut ids: Vec<String> = workers
+            .iter()
+            .flat_map(|worker| worker["machines"].as_array().unwrap().iter())
+            .map(|machine| machine["machine_id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    send(&broker, START, "120");
+    let first = run("first");
+    assert_eq!(machines(&first).len(), 8);
+
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &broker.address).create().unwrap();
+    producer.send(BaseRecord::<str, str>::to("auscult.machines").key("fan-00").payload(r#"{"retired":true}"#)).unwrap();
+    producer.flush(Duration::from_secs(30)).unwrap();
+    send(&broker, "2026-01-01T00:02:00Z", "120");
+    let second = run("second");
+    let kept = machines(&second);
+    assert_eq!(kept.len(), 7);
+    assert!(!kept.contains(&"fan-00".to_owned()), "{kept:?}");
+    assert_eq!(second["totals"]["skipped_by_reason"]["machine retired (registry)"], 120, "{}", second["totals"]);
+    // The newest record of the retired machine on the state topic is a tombstone.
+    let records = broker.consume("auscult.state", usize::MAX, Duration::from_secs(5));
+    let last = records.iter().rev().find(|record| record.key == "fan-00").expect("fan-00 had state");
+    assert!(last.value.is_empty(), "not a tombstone: {} bytes", last.value.len());
+    let third = run("third");
+    assert_eq!(third["totals"]["machines_restored"], 7, "{}", third["totals"]);
+}

@@ -35,6 +35,11 @@ pub struct MachineEntry {
     /// A muted machine is still monitored and archived but raises no events.
     #[serde(default)]
     pub muted: bool,
+    /// A retired machine is taken out of service: its state is dropped (and tombstoned on the
+    /// state topic), and its chunks are skipped until the entry says otherwise; then it learns
+    /// afresh.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retired: bool,
 }
 
 /// Why a registry record was refused.
@@ -97,6 +102,9 @@ mod tests {
         assert!(matches!(MachineEntry::parse(br#"{"learning_s":-1}"#), Err(RegistryError::LearningSpan(_))));
         let error = MachineEntry::parse(br#"{"warning_threshold":0}"#).unwrap_err();
         assert_eq!(error.to_string(), "registry entry: warning_threshold 0 is not a positive score");
+        let retired = MachineEntry::parse(br#"{"retired":true}"#).unwrap();
+        assert!(retired.retired && retired.to_json().contains("\"retired\":true"));
+        assert!(!MachineEntry::default().to_json().contains("retired"), "the usual entry's JSON is unchanged");
         let entry = MachineEntry::parse(br#"{"warning_threshold":2.5,"alarm_threshold":9}"#).unwrap();
         assert_eq!((entry.warning_threshold, entry.alarm_threshold), (Some(2.5), Some(9.0)));
     }

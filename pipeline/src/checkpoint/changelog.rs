@@ -54,11 +54,12 @@ enum Body {
     Part(Vec<u8>),
 }
 
-/// The records that hold one machine's state as of a boundary, in the order to send them.
+/// The records that hold one machine's state as of a boundary, in the order to send them (a
+/// value `None` is a tombstone: the machine was retired).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MachineState {
     pub machine_id: MachineId,
-    pub records: Vec<(i32, String, Vec<u8>)>,
+    pub records: Vec<(i32, String, Option<Vec<u8>>)>,
 }
 
 impl MachineState {
@@ -69,7 +70,7 @@ impl MachineState {
 
     /// Its records as the changelog writer takes them.
     pub fn into_records(self) -> impl Iterator<Item = ChangelogRecord> {
-        self.records.into_iter().map(|(partition, key, value)| ChangelogRecord { partition, key, value: Some(value) })
+        self.records.into_iter().map(|(partition, key, value)| ChangelogRecord { partition, key, value })
     }
 }
 
@@ -105,18 +106,24 @@ impl StateEncoding {
         let piece = self.max_record_bytes.saturating_sub(self.settings.len() + 256).max(1024);
         let mut records = Vec::new();
         if snapshot.len() <= piece {
-            records.push((partition, machine_id.to_string(), record(Body::Whole(snapshot))));
+            records.push((partition, machine_id.to_string(), Some(record(Body::Whole(snapshot)))));
         } else {
             let mut parts = 0u32;
             for (index, bytes) in snapshot.chunks(piece).enumerate() {
                 let key = format!("{machine_id}{PART_INFIX}{covered_until_us}/{index}");
-                records.push((partition, key, record(Body::Part(bytes.to_vec()))));
+                records.push((partition, key, Some(record(Body::Part(bytes.to_vec())))));
                 parts += 1;
             }
             let manifest = Body::Parts { parts, bytes: snapshot.len() as u64 };
-            records.push((partition, machine_id.to_string(), record(manifest)));
+            records.push((partition, machine_id.to_string(), Some(record(manifest))));
         }
         MachineState { machine_id, records }
+    }
+
+    /// The tombstone of a retired machine's record (its parts are tombstoned after it).
+    pub fn retire(&self, machine_id: &MachineId) -> MachineState {
+        let record = (self.partition_of(machine_id), machine_id.to_string(), None);
+        MachineState { machine_id: machine_id.clone(), records: vec![record] }
     }
 
     /// The tombstones of part records no longer named by the state in force.
@@ -302,10 +309,9 @@ mod tests {
         let encoding = StateEncoding::new(&config, 3, 8 * 1024);
         let first = encoding.encode(&monitor, 30_000_000);
         assert!(first.records.len() > 3, "{} records", first.records.len());
-        assert!(first
-            .records
-            .iter()
-            .all(|(partition, _, value)| { *partition == encoding.partition_of(&machine) && value.len() <= 8 * 1024 }));
+        assert!(first.records.iter().all(|(partition, _, value)| {
+            *partition == encoding.partition_of(&machine) && value.as_ref().unwrap().len() <= 8 * 1024
+        }));
         assert_eq!(first.records.last().unwrap().1, "pump-07", "the record naming the parts goes last");
         let old_parts: Vec<String> = first.part_keys().map(str::to_owned).collect();
 
@@ -332,6 +338,24 @@ mod tests {
         expected_keys.sort();
         stale_keys.sort();
         assert_eq!((stale_machine, stale_keys), (machine, expected_keys));
+    }
+
+    #[test]
+    fn a_retired_machine_is_not_restored_and_its_parts_go_too() {
+        let config = config();
+        let encoding = StateEncoding::new(&config, 2, 8 * 1024);
+        let (kept, retired) = (MachineId::new("fan-01").unwrap(), MachineId::new("fan-02").unwrap());
+        let mut sent: Vec<ChangelogRecord> =
+            encoding.encode(&learned(&kept, 40, &config), 10_000_000).into_records().collect();
+        let state = encoding.encode(&learned(&retired, 40, &config), 10_000_000);
+        let parts: Vec<String> = state.part_keys().map(str::to_owned).collect();
+        sent.extend(state.into_records());
+        sent.extend(encoding.retire(&retired).into_records());
+        sent.extend(encoding.tombstones(&retired, parts.iter().map(String::as_str)));
+        let back = restore(compacted(sent), "auscult.state", &config).unwrap();
+        let machines: Vec<&str> = back.restored.monitors.iter().map(|monitor| monitor.machine_id().as_str()).collect();
+        assert_eq!(machines, ["fan-01"]);
+        assert!(back.stale_parts.is_empty());
     }
 
     #[test]

@@ -155,18 +155,21 @@ impl WorkerCheckpoints {
 /// its folder, or, for the changelog, returns the records to send once the boundary's outputs
 /// are durable.
 pub(super) fn write_checkpoint(state: &mut WorkerState, boundary: u64) -> Vec<MachineState> {
-    let WorkerState { monitors, report, checkpoints, metrics, .. } = state;
+    let WorkerState { monitors, report, checkpoints, metrics, retired_since_checkpoint, .. } = state;
     let Some(checkpoints) = checkpoints else { return Vec::new() };
-    if monitors.is_empty() {
+    let retired = std::mem::take(retired_since_checkpoint);
+    if monitors.is_empty() && retired.is_empty() {
         return Vec::new();
     }
     let covered_until_us = checkpoints.schedule.covered_until_us(boundary);
     let store = match &checkpoints.store {
+        // A retired machine is left out of the file: the file replaces the worker's last one.
         StateWriter::Folder(store) => store,
         StateWriter::Changelog(encoding) => {
             let mut machines: Vec<_> = monitors.values().collect();
             machines.sort_by(|a, b| a.machine_id().cmp(b.machine_id()));
-            return machines.into_iter().map(|monitor| encoding.encode(monitor, covered_until_us)).collect();
+            let states = machines.into_iter().map(|monitor| encoding.encode(monitor, covered_until_us));
+            return states.chain(retired.iter().map(|machine_id| encoding.retire(machine_id))).collect();
         }
     };
     let started = std::time::Instant::now();

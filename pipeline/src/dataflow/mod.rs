@@ -53,7 +53,7 @@ use differential_dataflow::input::{Input, InputSession};
 use differential_dataflow::AsCollection;
 use serde::Serialize;
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::AtomicBool;
@@ -245,6 +245,12 @@ struct WorkerState {
     registry: HashMap<MachineId, String>,
     /// The fleet view's last status of each machine this worker owns.
     fleet_status: HashMap<MachineId, (FleetKey, MachineStatus)>,
+    /// Machines the registry has retired: their chunks are skipped.
+    retired: HashSet<MachineId>,
+    /// Machines whose state was dropped since the last checkpoint (their changelog records are
+    /// tombstoned at the next), and the fleet statuses to retract at the next epoch.
+    retired_since_checkpoint: Vec<MachineId>,
+    fleet_retractions: Vec<(MachineId, (FleetKey, MachineStatus))>,
     /// Whether to record how long after capture each window is scored (live sources only:
     /// their capture times are wall-clock times).
     measure_latency: bool,

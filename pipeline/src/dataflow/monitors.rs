@@ -236,8 +236,21 @@ fn apply_registry_changes(state: &mut WorkerState, mut changes: Vec<RegistryUpda
         } else {
             state.registry.insert(machine_id.clone(), json);
         }
-        if let Some(monitor) = state.monitors.get_mut(&machine_id) {
-            monitor.apply_entry(registry_entry(&state.registry, &machine_id));
+        let entry = registry_entry(&state.registry, &machine_id);
+        if entry.retired {
+            // Out of service: its state goes, and so does its place in the fleet view.
+            state.retired.insert(machine_id.clone());
+            if state.monitors.remove(&machine_id).is_some() {
+                state.retired_since_checkpoint.push(machine_id.clone());
+            }
+            if let Some(status) = state.fleet_status.remove(&machine_id) {
+                state.fleet_retractions.push((machine_id, status));
+            }
+        } else {
+            state.retired.remove(&machine_id);
+            if let Some(monitor) = state.monitors.get_mut(&machine_id) {
+                monitor.apply_entry(entry);
+            }
         }
     }
 }
@@ -258,10 +271,31 @@ fn monitor_epoch(
     chunks.sort_by(|a, b| {
         (&a.machine_id, a.capture_start_us, a.sequence).cmp(&(&b.machine_id, b.capture_start_us, b.sequence))
     });
-    let WorkerState { monitors, report, registry, fleet_status, measure_latency, peers, metrics, refused, .. } = state;
+    let WorkerState {
+        monitors,
+        report,
+        registry,
+        fleet_status,
+        measure_latency,
+        peers,
+        metrics,
+        refused,
+        retired,
+        fleet_retractions,
+        ..
+    } = state;
     let touched: BTreeSet<MachineId> = chunks.iter().map(|chunk| chunk.machine_id.clone()).collect();
     let mut made = MonitorOutput::default();
+    let mut records: Vec<PipelineRecord> = Vec::new();
+    for (machine_id, (key, status)) in fleet_retractions.drain(..) {
+        records.push(PipelineRecord::Fleet(((key, FleetFact::Status(machine_id, status)), epoch, -1)));
+    }
     for chunk in chunks {
+        if retired.contains(&chunk.machine_id) {
+            let line = format!("{}: machine {} is retired in the registry", chunk.origin, chunk.machine_id);
+            report.skip("machine retired (registry)", line);
+            continue;
+        }
         if !monitors.contains_key(&chunk.machine_id) {
             // The run's bound, shared evenly by its workers (each owns the machines it keeps).
             let share = config.stream.max_machines.div_ceil(*peers).max(1);
@@ -288,7 +322,6 @@ fn monitor_epoch(
         }
     }
     // Fleet facts: each window, and each touched machine's status where it changed.
-    let mut records: Vec<PipelineRecord> = Vec::new();
     for machine_id in touched {
         let Some(monitor) = monitors.get(&machine_id) else { continue };
         let entry = monitor.entry();

@@ -53,7 +53,11 @@ pub(super) fn state_changelog<'scope>(
                 // Dropping the capability at the end of each iteration marks the boundary durable.
                 while let Some((boundary, _capability, machines)) = stash.pop_finished(durable) {
                     let started = std::time::Instant::now();
-                    let bytes: usize = machines.iter().flat_map(|m| &m.records).map(|(_, _, value)| value.len()).sum();
+                    let bytes: usize = machines
+                        .iter()
+                        .flat_map(|m| &m.records)
+                        .map(|(_, _, value)| value.as_ref().map_or(0, Vec::len))
+                        .sum();
                     let written = match writer.as_ref() {
                         Ok(writer) => write_boundary(writer, &encoding, machines, &mut parts_to_drop),
                         Err(error) => Err(error.to_string()),
