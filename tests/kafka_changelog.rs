@@ -80,11 +80,15 @@ impl Cluster {
         command
     }
 
-    /// Runs every process until the topic is read to its end and idle; returns their summaries
-    /// and standard errors.
-    fn run_to_end(&self, broker: &Broker, group: &str) -> Vec<(serde_json::Value, String)> {
+    /// Runs every process until the topic is read to its end and idle, with these environment
+    /// variables; returns their summaries and standard errors.
+    fn run_to_end(&self, broker: &Broker, group: &str, env: &[(&str, &str)]) -> Vec<(serde_json::Value, String)> {
         let running: Vec<Spawned> = (0..self.folders.len())
-            .map(|index| Spawned::start(&mut self.process(broker, group, index, &["--stop-when-idle", "3"])))
+            .map(|index| {
+                let mut command = self.process(broker, group, index, &["--stop-when-idle", "3"]);
+                command.envs(env.iter().copied());
+                Spawned::start(&mut command)
+            })
             .collect();
         let outputs: Vec<_> = running.into_iter().map(Spawned::wait_with_output).collect();
         outputs
@@ -193,7 +197,11 @@ fn a_cluster_rescaled_from_3_to_2_to_4_processes_continues_every_machine_from_th
         let seconds = seconds.to_string();
         send(&broker, start, &seconds);
         let cluster = Cluster::new(root.path(), &format!("{processes}-processes"), processes);
-        let summaries = cluster.run_to_end(&broker, "rescaled");
+        // The 2-process run splits each state into parts of at most 8 KiB; the 4-process run
+        // restores from them and writes whole records again, tombstoning the parts.
+        let record_bytes: &[(&str, &str)] =
+            if processes == 2 { &[("AUSCULT_STATE__MAX_RECORD_BYTES", "8192")] } else { &[] };
+        let summaries = cluster.run_to_end(&broker, "rescaled", record_bytes);
         let machines = per_machine(&summaries);
         assert_eq!(machines.len(), 8, "every machine is in exactly one process: {machines:?}");
         // Every machine came back from the changelog, on whichever process owns it now, with
@@ -209,6 +217,15 @@ fn a_cluster_rescaled_from_3_to_2_to_4_processes_continues_every_machine_from_th
         all_summaries.push(summaries);
         clusters.push(cluster);
     }
+    // Every part record the 2-process run wrote was tombstoned once whole records replaced it.
+    let mut newest: BTreeMap<String, usize> = BTreeMap::new();
+    for record in broker.consume("auscult.state", usize::MAX, Duration::from_secs(5)) {
+        newest.insert(record.key.clone(), record.value.len());
+    }
+    let parts: Vec<(&String, &usize)> = newest.iter().filter(|(key, _)| key.contains("/part/")).collect();
+    assert!(parts.len() > 8, "the states were split: {parts:?}");
+    assert!(parts.iter().all(|(_, bytes)| **bytes == 0), "parts left in force: {parts:?}");
+    assert!(newest.iter().filter(|(key, _)| !key.contains('/')).all(|(_, bytes)| *bytes > 0));
     // Nothing was read twice: each run committed what it read and the next went on from there.
     let read: u64 = all_summaries.iter().map(|summaries| total(summaries, "chunks_read")).sum();
     assert_eq!(read, 8 * (120 + 180 + 420));
@@ -270,7 +287,7 @@ fn a_process_of_3_killed_with_sigkill_loses_nothing_once_the_job_is_restarted() 
 
     // The job restarted, in new empty folders, reads from the committed offsets to the end.
     let restarted = Cluster::new(root.path(), "restarted", 3);
-    let summaries = restarted.run_to_end(&broker, "killed");
+    let summaries = restarted.run_to_end(&broker, "killed", &[]);
     let recovered_in = killed_at.elapsed();
     assert_eq!(total(&summaries, "machines_restored"), 8, "{}", summaries[0].1);
     let machines = per_machine(&summaries);

@@ -143,9 +143,17 @@ impl PipelineMetrics {
         let machines = Family::default();
         registry.register("machines", "Machines each worker keeps, by status", machines.clone());
         let checkpoint_seconds = Histogram::new(exponential_buckets(0.001, 4.0, 10));
-        registry.register("checkpoint_seconds", "Time to write one worker's checkpoint", checkpoint_seconds.clone());
+        registry.register(
+            "checkpoint_seconds",
+            "Time to write one worker's checkpoint (with the changelog: to send it and have it acknowledged)",
+            checkpoint_seconds.clone(),
+        );
         let checkpoint_bytes = Counter::default();
-        registry.register("checkpoint_bytes", "Bytes of checkpoint files written", checkpoint_bytes.clone());
+        registry.register(
+            "checkpoint_bytes",
+            "Bytes of checkpoints written (files, or state records on the changelog)",
+            checkpoint_bytes.clone(),
+        );
         let archive_rows = Counter::default();
         registry.register("archive_rows", "Window rows written to the Parquet archive", archive_rows.clone());
         let archive_files = Counter::default();

@@ -395,9 +395,6 @@ pub fn execute(args: RunArgs, mut config: Config) -> Result<()> {
         .brokers
         .as_ref()
         .map(|brokers| EventTarget::Kafka { brokers: brokers.clone(), topic: config.kafka.fleet_topic.clone() });
-    if let SourcePlan::Kafka(kafka) = &mut source {
-        kafka.partitions = partition_count(&kafka.brokers, &kafka.topic, Duration::from_secs(10))?;
-    }
     if let Some(state) = &args.state {
         match state {
             StateArg::Kafka => config.state.backend = StateBackend::Kafka,
@@ -407,7 +404,16 @@ pub fn execute(args: RunArgs, mut config: Config) -> Result<()> {
             }
         }
     }
-    let checkpoints = restore_state(&config, &source, &args.cluster)?;
+    // A state folder is read before the broker is asked anything, so a damaged checkpoint
+    // fails at once; the changelog needs the partition count first, to know who owns what.
+    let from_changelog = config.state.backend == StateBackend::Kafka;
+    let mut checkpoints = if from_changelog { None } else { restore_state(&config, &source, &args.cluster)? };
+    if let SourcePlan::Kafka(kafka) = &mut source {
+        kafka.partitions = partition_count(&kafka.brokers, &kafka.topic, Duration::from_secs(10))?;
+    }
+    if from_changelog {
+        checkpoints = restore_state(&config, &source, &args.cluster)?;
+    }
     // A Kafka-fed run stops cleanly on SIGINT or SIGTERM: what it read is processed, made
     // durable and committed (a second signal ends it at once).
     let stop = Arc::new(AtomicBool::new(false));
