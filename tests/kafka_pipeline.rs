@@ -83,7 +83,7 @@ fn agents_to_anomaly_topic_with_dead_letters_and_archive() {
     let broker = Broker::start();
     let created = run_ok(auscult().args(["topics", "--brokers", &broker.address, "--partitions", "4"]));
     let created = String::from_utf8_lossy(&created.stdout);
-    assert_eq!(created.matches("created with 4 partitions").count(), 5, "{created}");
+    assert_eq!(created.matches("created with 4 partitions").count(), 6, "{created}");
     // 8 simulated machines, the 4th and 8th faulty from 400 s, sent as fast as the broker takes them.
     send_simulated(&broker, "8", "480", START, "3");
     let malformed = produce_malformed(&broker);
