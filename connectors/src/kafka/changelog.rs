@@ -175,12 +175,17 @@ pub fn read_changelog(
     let mut contents = ChangelogContents::default();
     consumer.assign(&assignment).map_err(create)?;
     let deadline = Instant::now() + READ_TIMEOUT;
+    let mut last_error: Option<String> = None;
     while !reading.is_empty() {
         if Instant::now() >= deadline {
-            return Err(KafkaTransportError::Undelivered {
+            return Err(KafkaTransportError::Unread {
                 topic: topic.to_owned(),
                 brokers: brokers.to_owned(),
-                reason: format!("the state topic was not read to its end within {READ_TIMEOUT:?}"),
+                reason: format!(
+                    "{} partition(s) not at their end within {READ_TIMEOUT:?} (last error: {})",
+                    reading.len(),
+                    last_error.as_deref().unwrap_or("none")
+                ),
             });
         }
         let Some(result) = consumer.poll(Duration::from_millis(200)) else { continue };
@@ -190,7 +195,13 @@ pub fn read_changelog(
                 reading.remove(&partition);
                 continue;
             }
-            Err(source) => return Err(KafkaTransportError::Send { topic: topic.to_owned(), source }),
+            // librdkafka reconnects and fetches again by itself: an error here is worth a line,
+            // and the reading goes on until the deadline.
+            Err(error) => {
+                tracing::warn!(topic, "reading the state topic: {error}");
+                last_error = Some(error.to_string());
+                continue;
+            }
         };
         let (partition, offset) = (message.partition(), message.offset());
         contents.records_read += 1;

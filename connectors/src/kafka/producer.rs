@@ -56,6 +56,8 @@ pub enum KafkaTransportError {
     Undelivered { topic: String, brokers: String, reason: String },
     #[error("Kafka producer for {topic}: {source}")]
     Send { topic: String, source: KafkaError },
+    #[error("cannot read {topic} from {brokers} to its end: {reason}")]
+    Unread { topic: String, brokers: String, reason: String },
 }
 
 /// What happened to the chunks handed to the producer.
