@@ -240,36 +240,11 @@ pub fn restore(
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::{audio, chunk, config};
     use super::*;
     use crate::model::MonitorOutput;
-    use auscult_schemas::{AudioChunk, ChunkOrigin, MachineType, SampleFormat};
+    use auscult_schemas::MachineType;
     use std::collections::HashMap;
-
-    fn chunk(machine: &MachineId, sequence: u64) -> AudioChunk {
-        let samples: Vec<i16> = (0..4000)
-            .map(|i| {
-                let t = (sequence * 4000 + i) as f64 / 16_000.0;
-                ((2.0 * std::f64::consts::PI * 150.0 * t).sin() * 4000.0 + ((i * 7919) % 1500) as f64) as i16
-            })
-            .collect();
-        AudioChunk {
-            machine_id: machine.clone(),
-            machine_type: MachineType::new("pump").unwrap(),
-            sequence,
-            capture_start_us: sequence as i64 * 250_000,
-            sample_rate_hz: 16_000,
-            channels: 1,
-            sample_format: SampleFormat::S16le,
-            payload: samples.iter().flat_map(|s| s.to_le_bytes()).collect(),
-            origin: ChunkOrigin::Simulator { seed: 1 },
-        }
-    }
-
-    fn config() -> Config {
-        let mut config = Config::default();
-        config.model.learning_s = 20.0;
-        config
-    }
 
     /// A broker's view after these sends: the newest value of each key, tombstones applied.
     fn compacted(sent: impl IntoIterator<Item = ChangelogRecord>) -> ChangelogContents {
@@ -291,10 +266,10 @@ mod tests {
     }
 
     fn learned(machine: &MachineId, chunks: u64, config: &Config) -> MachineMonitor {
-        let mut monitor = MachineMonitor::new(machine.clone(), MachineType::new("pump").unwrap(), config);
+        let mut monitor = MachineMonitor::new(machine.clone(), MachineType::new("fan").unwrap(), config);
         let mut out = MonitorOutput::default();
         for sequence in 0..chunks {
-            monitor.accept(&chunk(machine, sequence), &mut out).unwrap();
+            monitor.accept(&chunk(machine, sequence, &audio(sequence, u64::MAX)), &mut out).unwrap();
         }
         monitor
     }
@@ -368,8 +343,9 @@ mod tests {
         let mut restored = back.restored.monitors.into_iter().next().unwrap();
         let (mut expected, mut got) = (MonitorOutput::default(), MonitorOutput::default());
         for sequence in 100..200 {
-            monitor.accept(&chunk(&machine, sequence), &mut expected).unwrap();
-            restored.accept(&chunk(&machine, sequence), &mut got).unwrap();
+            let chunk = chunk(&machine, sequence, &audio(sequence, u64::MAX));
+            monitor.accept(&chunk, &mut expected).unwrap();
+            restored.accept(&chunk, &mut got).unwrap();
         }
         assert!(expected.windows.iter().any(|window| window.score.is_some()), "it scores by then");
         assert_eq!(got.windows, expected.windows);

@@ -285,7 +285,8 @@ mod tests {
     use crate::model::MonitorOutput;
     use auscult_schemas::{AudioChunk, ChunkOrigin, MachineType, SampleFormat};
 
-    fn chunk(machine: &MachineId, sequence: u64, samples: &[i16]) -> AudioChunk {
+    /// A fan's chunk of 250 ms (also used by the changelog's tests).
+    pub(super) fn chunk(machine: &MachineId, sequence: u64, samples: &[i16]) -> AudioChunk {
         AudioChunk {
             machine_id: machine.clone(),
             machine_type: MachineType::new("fan").unwrap(),
@@ -300,7 +301,7 @@ mod tests {
     }
 
     /// A machine's audio: a hum whose level wanders, and a loud whine from `fault_from` on.
-    fn audio(sequence: u64, fault_from: u64) -> Vec<i16> {
+    pub(super) fn audio(sequence: u64, fault_from: u64) -> Vec<i16> {
         (0..4000)
             .map(|i| {
                 let t = (sequence * 4000 + i) as f64 / 16_000.0;
@@ -313,7 +314,7 @@ mod tests {
             .collect()
     }
 
-    fn config() -> Config {
+    pub(super) fn config() -> Config {
         let mut config = Config::default();
         config.model.learning_s = 20.0;
         config
