@@ -9,14 +9,14 @@
 
 use super::producer::KafkaTransportError;
 use super::properties::WithUserProperties;
+use super::resend::{flush_resending, FailedDeliveries};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::producer::{BaseRecord, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// One record for the changelog: a key, a value (`None`: a tombstone), and its partition.
@@ -27,34 +27,9 @@ pub struct ChangelogRecord {
     pub value: Option<Vec<u8>>,
 }
 
-/// The writer's context: keeps the records whose delivery failed, to be sent again.
-#[derive(Default)]
-struct ChangelogDeliveries {
-    failed: Mutex<Vec<ChangelogRecord>>,
-    last_error: Mutex<Option<String>>,
-}
-
-impl ClientContext for ChangelogDeliveries {}
-
-impl ProducerContext for ChangelogDeliveries {
-    type DeliveryOpaque = Box<ChangelogRecord>;
-
-    fn delivery(&self, result: &DeliveryResult<'_>, record: Box<ChangelogRecord>) {
-        if let Err((error, _)) = result {
-            self.failed.lock().unwrap_or_else(PoisonError::into_inner).push(*record);
-            *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(error.to_string());
-        }
-    }
-}
-
-/// How long a flush waits for the broker to acknowledge the records, resends included.
-const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
-const RESEND_FIRST_PAUSE: Duration = Duration::from_millis(500);
-const RESEND_LONGEST_PAUSE: Duration = Duration::from_secs(8);
-
 /// Sends records to the changelog topic, at least once and in order per partition.
 pub struct ChangelogWriter {
-    producer: ThreadedProducer<ChangelogDeliveries>,
+    producer: ThreadedProducer<FailedDeliveries<ChangelogRecord>>,
     topic: String,
     brokers: String,
 }
@@ -69,7 +44,7 @@ impl ChangelogWriter {
             .set("client.id", "auscult-pipeline-state")
             .set("message.max.bytes", message_max)
             .with_user_properties()
-            .create_with_context(ChangelogDeliveries::default())
+            .create_with_context(FailedDeliveries::default())
             .map_err(|source| KafkaTransportError::Create { brokers: brokers.to_owned(), source })?;
         Ok(Self { producer, topic: topic.to_owned(), brokers: brokers.to_owned() })
     }
@@ -98,35 +73,9 @@ impl ChangelogWriter {
     }
 
     /// Returns once every record sent is acknowledged by the broker (all in-sync replicas),
-    /// sending failed ones again with backoff; an error if some are still not delivered after
-    /// [`FLUSH_TIMEOUT`].
+    /// sending failed ones again with backoff (see [`flush_resending`]).
     pub fn flush(&self) -> Result<(), KafkaTransportError> {
-        let deadline = Instant::now() + FLUSH_TIMEOUT;
-        let mut pause = RESEND_FIRST_PAUSE;
-        loop {
-            self.producer
-                .flush(deadline.saturating_duration_since(Instant::now()))
-                .map_err(|source| KafkaTransportError::Send { topic: self.topic.clone(), source })?;
-            let context = self.producer.context();
-            let failed = std::mem::take(&mut *context.failed.lock().unwrap_or_else(PoisonError::into_inner));
-            if failed.is_empty() {
-                return Ok(());
-            }
-            let reason = context.last_error.lock().unwrap_or_else(PoisonError::into_inner).clone().unwrap_or_default();
-            if Instant::now() + pause >= deadline {
-                return Err(KafkaTransportError::Undelivered {
-                    topic: self.topic.clone(),
-                    brokers: self.brokers.clone(),
-                    reason: format!("{} state record(s) after {FLUSH_TIMEOUT:?}; last error: {reason}", failed.len()),
-                });
-            }
-            tracing::warn!(topic = %self.topic, "{} state record(s) not delivered ({reason}): sending them again in {pause:?}", failed.len());
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(RESEND_LONGEST_PAUSE);
-            for record in failed {
-                self.send(record)?;
-            }
-        }
+        flush_resending(&self.producer, (&self.topic, &self.brokers), "state record", |record| self.send(record))
     }
 }
 

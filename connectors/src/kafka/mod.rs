@@ -13,6 +13,7 @@ pub mod consumer;
 pub mod producer;
 pub mod properties;
 pub mod registry;
+mod resend;
 
 mod agent_metrics;
 pub use admin::{create_topics, partition_count, TopicOutcome};

@@ -13,6 +13,7 @@
 //! arrives after its machine's later chunks is late, and counted as a repeat there.
 
 use super::properties::WithUserProperties;
+use super::resend::{flush_resending, FailedDeliveries};
 use super::{chunk_schema_id, AgentMetrics, HEADER_MACHINE_TYPE, HEADER_SCHEMA, HEADER_SEQUENCE};
 use auscult_schemas::{partition_of, AudioChunk};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
@@ -76,30 +77,10 @@ pub struct DeliveryReport {
     pub last_error: Option<String>,
 }
 
-/// The event producer's context: keeps the records whose delivery failed, to be sent again.
-#[derive(Default)]
-pub(crate) struct EventDeliveries {
-    failed: Mutex<Vec<EventRecord>>,
-    last_error: Mutex<Option<String>>,
-}
-
-/// One event record: its key and JSON value.
+/// One event record: its key and JSON value (kept to be sent again if its delivery fails).
 pub(crate) struct EventRecord {
     key: String,
     json: String,
-}
-
-impl ClientContext for EventDeliveries {}
-
-impl ProducerContext for EventDeliveries {
-    type DeliveryOpaque = Box<EventRecord>;
-
-    fn delivery(&self, result: &DeliveryResult<'_>, record: Box<EventRecord>) {
-        if let Err((error, _)) = result {
-            self.failed.lock().unwrap_or_else(PoisonError::into_inner).push(*record);
-            *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(error.to_string());
-        }
-    }
 }
 
 /// The chunk producer's context: counts deliveries, times them, and keeps the chunks whose
@@ -552,16 +533,10 @@ impl ChunkProducer {
 /// delivery fails (a broker that answers errors while it shuts down or restarts) is sent again
 /// with backoff within the flush; consumers drop repeats by `event_id`.
 pub struct EventProducer {
-    producer: ThreadedProducer<EventDeliveries>,
+    producer: ThreadedProducer<FailedDeliveries<EventRecord>>,
     topic: String,
     brokers: String,
 }
-
-/// How long a flush waits for the broker to acknowledge an epoch's events, resends included.
-const EVENT_FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
-/// The first pause before failed events are sent again, and the longest.
-const EVENT_RESEND_FIRST_PAUSE: Duration = Duration::from_millis(500);
-const EVENT_RESEND_LONGEST_PAUSE: Duration = Duration::from_secs(8);
 
 impl EventProducer {
     pub fn connect(brokers: &str, topic: &str) -> Result<Self, KafkaTransportError> {
@@ -569,12 +544,12 @@ impl EventProducer {
             .set("bootstrap.servers", brokers)
             .set("client.id", "auscult-pipeline")
             .with_user_properties()
-            .create_with_context(EventDeliveries::default())
+            .create_with_context(FailedDeliveries::default())
             .map_err(|source| KafkaTransportError::Create { brokers: brokers.to_owned(), source })?;
         Ok(Self { producer, topic: topic.to_owned(), brokers: brokers.to_owned() })
     }
 
-    pub fn send(&mut self, key: &str, json: &str) -> Result<(), KafkaTransportError> {
+    pub fn send(&self, key: &str, json: &str) -> Result<(), KafkaTransportError> {
         let mut opaque = Box::new(EventRecord { key: key.to_owned(), json: json.to_owned() });
         loop {
             let record = BaseRecord::with_opaque_to(&self.topic, opaque).key(key).payload(json);
@@ -589,38 +564,11 @@ impl EventProducer {
         }
     }
 
-    /// Returns once every event sent is acknowledged, sending failed ones again with backoff;
-    /// an error if some are still not delivered after [`EVENT_FLUSH_TIMEOUT`].
+    /// Returns once every event sent is acknowledged, sending failed ones again with backoff
+    /// (see [`flush_resending`]).
     pub fn flush(&mut self) -> Result<(), KafkaTransportError> {
-        let deadline = Instant::now() + EVENT_FLUSH_TIMEOUT;
-        let mut pause = EVENT_RESEND_FIRST_PAUSE;
-        loop {
-            self.producer
-                .flush(deadline.saturating_duration_since(Instant::now()))
-                .map_err(|source| KafkaTransportError::Send { topic: self.topic.clone(), source })?;
-            let context = self.producer.context();
-            let failed = std::mem::take(&mut *context.failed.lock().unwrap_or_else(PoisonError::into_inner));
-            if failed.is_empty() {
-                return Ok(());
-            }
-            let reason = context.last_error.lock().unwrap_or_else(PoisonError::into_inner).clone().unwrap_or_default();
-            if Instant::now() + pause >= deadline {
-                return Err(KafkaTransportError::Undelivered {
-                    topic: self.topic.clone(),
-                    brokers: self.brokers.clone(),
-                    reason: format!(
-                        "{} record(s) after {EVENT_FLUSH_TIMEOUT:?} of resending; last error: {reason}",
-                        failed.len()
-                    ),
-                });
-            }
-            tracing::warn!(topic = %self.topic, "{} record(s) not delivered ({reason}): sending them again in {pause:?}", failed.len());
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(EVENT_RESEND_LONGEST_PAUSE);
-            for record in failed {
-                self.send(&record.key, &record.json)?;
-            }
-        }
+        let (topic, brokers) = (self.topic.as_str(), self.brokers.as_str());
+        flush_resending(&self.producer, (topic, brokers), "record", |record| self.send(&record.key, &record.json))
     }
 }
 
