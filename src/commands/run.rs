@@ -303,8 +303,6 @@ fn restore_state(config: &Config, source: &SourcePlan, cluster: &ClusterArgs) ->
         (StateBackend::Kafka, _) => {
             let topic = config.kafka.state_topic.clone();
             let started = Instant::now();
-            let state_partitions = partition_count(&brokers, &topic, Duration::from_secs(10))
-                .with_context(|| format!("the state topic {topic} (`auscult topics` creates it, compacted)"))?;
             let workers = cluster.workers.max(1);
             let peers = workers * cluster.processes.max(1);
             let mine = cluster.process * workers..(cluster.process + 1) * workers;
@@ -313,8 +311,9 @@ fn restore_state(config: &Config, source: &SourcePlan, cluster: &ClusterArgs) ->
                 changelog::machine_of_key(key)
                     .is_some_and(|machine| mine.contains(&(placement.worker_of(&machine) as usize)))
             };
-            let contents = read_changelog(&brokers, &topic, owned)?;
-            let (records, bytes) = (contents.records_read, contents.bytes_kept);
+            let contents = read_changelog(&brokers, &topic, owned)
+                .with_context(|| format!("the state topic {topic} (`auscult topics` creates it, compacted)"))?;
+            let (records, bytes, state_partitions) = (contents.records_read, contents.bytes_kept, contents.partitions);
             let found = changelog::restore(contents, &topic, config)?;
             let monitors = found.restored.monitors;
             match found.restored.covered_until_us {
@@ -336,7 +335,6 @@ fn restore_state(config: &Config, source: &SourcePlan, cluster: &ClusterArgs) ->
                     brokers,
                     topic,
                     encoding: changelog::StateEncoding::new(config, state_partitions, config.state.max_record_bytes),
-                    max_record_bytes: config.state.max_record_bytes,
                     parts_to_drop: Arc::new(Mutex::new(parts_to_drop)),
                 },
                 restored: Arc::new(Mutex::new(monitors)),

@@ -88,6 +88,8 @@ pub struct ChangelogContents {
     pub records_read: u64,
     /// Bytes of the values kept.
     pub bytes_kept: u64,
+    /// Partitions of the topic.
+    pub partitions: u32,
 }
 
 /// How long reading the changelog to its end may take.
@@ -121,7 +123,7 @@ pub fn read_changelog(
     for &partition in &reading {
         assignment.add_partition_offset(topic, partition, Offset::Beginning).map_err(create)?;
     }
-    let mut contents = ChangelogContents::default();
+    let mut contents = ChangelogContents { partitions, ..ChangelogContents::default() };
     consumer.assign(&assignment).map_err(create)?;
     let deadline = Instant::now() + READ_TIMEOUT;
     let mut last_error: Option<String> = None;

@@ -88,6 +88,11 @@ impl StateEncoding {
         Self { settings: settings_fingerprint(config), partitions: partitions.max(1), max_record_bytes }
     }
 
+    /// The longest record this encoding makes, bytes.
+    pub fn max_record_bytes(&self) -> usize {
+        self.max_record_bytes
+    }
+
     /// The partition of a machine's records.
     pub fn partition_of(&self, machine_id: &MachineId) -> i32 {
         (route_hash(machine_id) % u64::from(self.partitions)) as i32

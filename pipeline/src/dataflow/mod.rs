@@ -114,7 +114,6 @@ pub enum StatePlan {
         brokers: String,
         topic: String,
         encoding: StateEncoding,
-        max_record_bytes: usize,
         /// Part keys of each restored machine to tombstone after its next record.
         parts_to_drop: Arc<Mutex<HashMap<MachineId, Vec<String>>>>,
     },
@@ -407,8 +406,7 @@ fn changelog_target(
     placement: &Placement,
     index: usize,
 ) -> Option<state_changelog::ChangelogTarget> {
-    let StatePlan::Changelog { brokers, topic, encoding, max_record_bytes, parts_to_drop } = &checkpoint_plan?.store
-    else {
+    let StatePlan::Changelog { brokers, topic, encoding, parts_to_drop } = &checkpoint_plan?.store else {
         return None;
     };
     let mut all = parts_to_drop.lock().unwrap_or_else(PoisonError::into_inner);
@@ -423,7 +421,6 @@ fn changelog_target(
         topic: topic.clone(),
         encoding: encoding.clone(),
         parts_to_drop: mine,
-        max_record_bytes: *max_record_bytes,
     })
 }
 

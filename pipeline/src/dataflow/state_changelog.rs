@@ -26,7 +26,6 @@ pub(super) struct ChangelogTarget {
     /// Part keys of each machine to tombstone once its next record is acknowledged (those of
     /// the restored version, and any a crash left behind).
     pub parts_to_drop: HashMap<MachineId, Vec<String>>,
-    pub max_record_bytes: usize,
 }
 
 /// Builds "StateChangelog" on this worker's state records and the sinks' (empty) outputs.
@@ -36,8 +35,8 @@ pub(super) fn state_changelog<'scope>(
     target: ChangelogTarget,
     state: &Rc<RefCell<WorkerState>>,
 ) -> StreamVec<'scope, u64, ()> {
-    let ChangelogTarget { brokers, topic, encoding, mut parts_to_drop, max_record_bytes } = target;
-    let writer = ChangelogWriter::connect(&brokers, &topic, max_record_bytes);
+    let ChangelogTarget { brokers, topic, encoding, mut parts_to_drop } = target;
+    let writer = ChangelogWriter::connect(&brokers, &topic, encoding.max_record_bytes());
     let state = Rc::clone(state);
     states.binary_frontier::<_, CapacityContainerBuilder<Vec<()>>, _, _, _, _>(
         sinks_done,
