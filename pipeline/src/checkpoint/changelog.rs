@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// Version of the state record layout.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 /// Between a machine id and the rest of a part's key (a machine id has no `/`).
 const PART_INFIX: &str = "/part/";
 

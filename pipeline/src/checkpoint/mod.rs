@@ -34,7 +34,7 @@ use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 /// Version of the checkpoint file layout.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 const MARKER: &str = "committed";
 const EXTENSION: &str = "ckpt";
 

@@ -17,13 +17,16 @@
 //! leak's hiss), and averaging over every feature would dilute it by their number, while a
 //! broadband change still moves many. Normal spans score about 4 whatever the machine.
 //! Thresholds come from held-out scores of the kept learning spans (see `subspace::choose`).
-//! After learning, guarded adaptation can follow slow drift of the mean.
+//! After learning, guarded adaptation can follow slow drift of the mean, and of the spread
+//! where a drift widens it (never narrower than learned).
 
 use super::subspace::{choose, Standardisation, Subspace};
 use serde::{Deserialize, Serialize};
 
 /// The share of a span's features, the most deviating ones, whose squared residuals make its score.
 pub const TOP_FRACTION: f64 = 0.1;
+/// A normal variable's standard deviation over its mean absolute deviation, sqrt(pi / 2).
+const MEAN_ABSOLUTE_TO_SD: f64 = 1.253_314_137_315_500_3;
 
 /// Running sums of the learning spans about a reference (the first span), in f64: exact
 /// means and variances in one pass.
@@ -82,8 +85,15 @@ impl LearningMoments {
 /// A learned profile.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NormalProfile {
+    /// The standardisation in force: the learned one, its mean and (widened) variance adapted.
     standard: Standardisation,
     subspace: Subspace,
+    /// Each feature's variance as learned (floor included): the adapted spread never goes below it.
+    learned_variance: Vec<f64>,
+    /// An exponential memory of each adapted span's absolute deviation from the mean, begun at
+    /// the learned standard deviation's equivalent (a robust scale: one odd span moves it by
+    /// its deviation, not by the square of it).
+    tracked_deviation: Vec<f64>,
 }
 
 impl NormalProfile {
@@ -101,7 +111,9 @@ impl NormalProfile {
             sample.vectors.iter().map(|(_, vector)| vector.iter().map(|&v| f64::from(v)).collect()).collect();
         let positions: Vec<u64> = sample.vectors.iter().map(|(position, _)| *position).collect();
         let (subspace, held_out) = choose(&spans, &positions, overlap, &standard, score_with);
-        Some((Self { standard, subspace }, held_out))
+        let learned_variance = standard.variance.clone();
+        let tracked_deviation = learned_variance.iter().map(|variance| variance.sqrt() / MEAN_ABSOLUTE_TO_SD).collect();
+        Some((Self { standard, subspace, learned_variance, tracked_deviation }, held_out))
     }
 
     /// Features per span this profile scores.
@@ -128,18 +140,38 @@ impl NormalProfile {
         residual.iter().enumerate().map(|(index, &r)| self.subspace.standardised(index, r)).collect()
     }
 
-    /// Moves the profile's mean a step of weight `alpha` towards `values` (an exponential
-    /// memory of about `1 / alpha` spans). Only the mean follows: drift moves a machine's
-    /// level, and a spread re-learned from spans that were chosen for scoring low would
-    /// narrow with every step until normal audio alarms.
+    /// Moves the profile a step of weight `alpha` towards `values` (an exponential memory of
+    /// about `1 / alpha` spans). The mean follows. The spread follows only where it widens: a
+    /// drift that outpaces the mean (a tone rising out of the noise, which moves its band's
+    /// spread and peak features) shows as deviations larger than learned, and the variance in
+    /// force is the larger of the learned one and the one the memory of absolute deviations
+    /// gives. It never
+    /// narrows below the learned variance, because a spread re-learned from spans that were
+    /// chosen for scoring low would narrow with every step until normal audio alarms; when the
+    /// drift stops, the memory decays and the learned variance is in force again.
     pub fn adapt(&mut self, values: &[f64], alpha: f64) {
-        for (mean, &value) in self.standard.mean.iter_mut().zip(values) {
-            *mean += alpha * (value - *mean);
+        let features = self
+            .standard
+            .mean
+            .iter_mut()
+            .zip(&mut self.standard.variance)
+            .zip(&mut self.tracked_deviation)
+            .zip(&self.learned_variance)
+            .zip(values);
+        for ((((mean, variance), tracked), learned), &value) in features {
+            let deviation = value - *mean;
+            *tracked += alpha * (deviation.abs() - *tracked);
+            *variance = (*tracked * MEAN_ABSOLUTE_TO_SD).powi(2).max(*learned);
+            *mean += alpha * deviation;
         }
     }
 
     pub fn heap_bytes(&self) -> usize {
-        (self.standard.mean.capacity() + self.standard.variance.capacity()) * std::mem::size_of::<f64>()
+        (self.standard.mean.capacity()
+            + self.standard.variance.capacity()
+            + self.learned_variance.capacity()
+            + self.tracked_deviation.capacity())
+            * std::mem::size_of::<f64>()
             + self.subspace.heap_bytes()
     }
 }
@@ -242,6 +274,8 @@ mod tests {
         let profile = NormalProfile {
             standard: Standardisation { mean: vec![0.0; 20], variance: vec![1.0; 20], floor: 0.0 },
             subspace: Subspace::none(20),
+            learned_variance: vec![1.0; 20],
+            tracked_deviation: vec![1.0 / MEAN_ABSOLUTE_TO_SD; 20],
         };
         let mut values = vec![0.5; 20];
         values[3] = 3.0;
@@ -306,10 +340,48 @@ mod tests {
         let before = profile.score(&[3.0, 0.5]);
         let mut once = profile.clone();
         once.adapt(&[3.0, 0.5], 0.01);
-        assert!(once.score(&[3.0, 0.5]) > before * 0.9, "one span must not move the profile much");
+        // A span 5 sd out widens the spread by alpha x 5 sd's worth (about 10 % in variance) and
+        // moves the mean by alpha of its deviation.
+        assert!(once.score(&[3.0, 0.5]) > before * 0.85, "one span must not move the profile much");
         for _ in 0..300 {
             profile.adapt(&[3.0, 0.5], 0.01);
         }
         assert!(profile.score(&[3.0, 0.5]) < before / 2.0);
+    }
+
+    #[test]
+    fn the_spread_widens_under_a_drift_that_outpaces_the_mean_and_returns_when_it_stops() {
+        let spans: Vec<Vec<f64>> = (0..100).map(|i| vec![(i % 2) as f64, ((i / 2) % 2) as f64]).collect();
+        let (mut profile, _) = learned(&spans, 0.01);
+        let learned_variance = profile.standard.variance.clone();
+        // Feature 0 drifts by 0.05 a span, steadily: the mean lags by about 0.05 / alpha.
+        let mut level = 0.5;
+        for _ in 0..500 {
+            level += 0.05;
+            profile.adapt(&[level, 0.5], 0.05);
+        }
+        assert!(
+            profile.standard.variance[0] > 2.0 * learned_variance[0],
+            "the drifting feature's spread did not widen: {:?} against {learned_variance:?}",
+            profile.standard.variance
+        );
+        assert_eq!(profile.standard.variance[1], learned_variance[1], "a steady feature keeps its learned spread");
+        // The drift stops: once the mean has caught up, the learned spread is in force again.
+        for _ in 0..500 {
+            profile.adapt(&[level, 0.5], 0.05);
+        }
+        assert_eq!(profile.standard.variance, learned_variance);
+    }
+
+    #[test]
+    fn the_spread_never_narrows_below_the_learned_one() {
+        let spans: Vec<Vec<f64>> = (0..100).map(|i| vec![(i % 2) as f64 * 2.0, ((i / 2) % 2) as f64]).collect();
+        let (mut profile, _) = learned(&spans, 0.01);
+        let learned_variance = profile.standard.variance.clone();
+        // Spans that sit at the mean, as adaptation's chosen spans tend to.
+        for _ in 0..1_000 {
+            profile.adapt(&[1.0, 0.5], 0.05);
+        }
+        assert_eq!(profile.standard.variance, learned_variance);
     }
 }
