@@ -86,7 +86,8 @@ pub struct ModelConfig {
     /// integration separates faults from normal sound much better (see BENCHMARKS.md); the
     /// price is that a span needs that much audio after a gap before it is scored.
     pub span_windows: u32,
-    /// Most groups of neighbouring mel bands the model sees (128 mels become 64 pairs).
+    /// Most groups of neighbouring mel bands the model sees (128: every one of 128 mels its own;
+    /// 64 would average them in pairs).
     pub model_bands: usize,
     /// Target rate of false warning alerts: the share of normal windows at which the alert
     /// rule opens one (1 in 1,000, about one an hour of normal sound). The threshold is the
@@ -119,7 +120,7 @@ impl Default for ModelConfig {
             learning_s: 300.0,
             window_frames: 64,
             span_windows: 4,
-            model_bands: 64,
+            model_bands: 128,
             false_alarm_rate: 1e-3,
             alarm_false_alarm_rate: 1e-5,
             min_std_db: 0.25,
