@@ -145,10 +145,9 @@ impl NormalProfile {
     /// drift that outpaces the mean (a tone rising out of the noise, which moves its band's
     /// spread and peak features) shows as deviations larger than learned, and the variance in
     /// force is the larger of the learned one and the one the memory of absolute deviations
-    /// gives. It never
-    /// narrows below the learned variance, because a spread re-learned from spans that were
-    /// chosen for scoring low would narrow with every step until normal audio alarms; when the
-    /// drift stops, the memory decays and the learned variance is in force again.
+    /// gives. It never narrows below the learned variance, because a spread re-learned from
+    /// spans that were chosen for scoring low would narrow with every step until normal audio
+    /// alarms; when the drift stops, the memory decays and the learned variance is in force again.
     pub fn adapt(&mut self, values: &[f64], alpha: f64) {
         let features = self
             .standard
