@@ -42,14 +42,15 @@ def peak_level(frames: np.ndarray) -> np.ndarray:
     return peers.clip_vector(frames)[frames.shape[1]:]
 
 
-def held_out_ratio(normals: list[np.ndarray], anomalies: list[np.ndarray], feature) -> float:
-    """Mean squared z of anomalous clips over that of held-out normals, z per band in the take sd."""
+def held_out_ratio(normal_values: np.ndarray, anomalous_values: np.ndarray) -> float:
+    """Mean squared z of anomalous clips over that of held-out normals (one clip's feature vector
+    a row), z per band in the take sd."""
     normal_z, anomalous_z = [], []
-    for index, held in enumerate(normals):
-        rest = np.stack([feature(c) for j, c in enumerate(normals) if j != index])
+    for index, held in enumerate(normal_values):
+        rest = np.delete(normal_values, index, axis=0)
         mean, sd = rest.mean(0), rest.std(0, ddof=1) + SD_FLOOR_DB
-        normal_z.append(np.mean(((feature(held) - mean) / sd) ** 2))
-        anomalous_z.append(np.mean(((feature(anomalies[index % len(anomalies)]) - mean) / sd) ** 2))
+        normal_z.append(np.mean(((held - mean) / sd) ** 2))
+        anomalous_z.append(np.mean(((anomalous_values[index % len(anomalous_values)] - mean) / sd) ** 2))
     return float(np.mean(anomalous_z) / np.mean(normal_z))
 
 
@@ -72,15 +73,17 @@ def mean_part_aucs(normals: list[np.ndarray], anomalies: list[np.ndarray]) -> tu
 
 def machine_stats(normals: list[np.ndarray], anomalies: list[np.ndarray]) -> list[float]:
     means = np.stack([c.mean(0) for c in normals])
+    levels = np.stack([peak_level(c) for c in normals])
+    anomalous_means = np.stack([c.mean(0) for c in anomalies])
+    anomalous_levels = np.stack([peak_level(c) for c in anomalies])
     shapes = means - means.mean(1, keepdims=True)
-    peaks = np.stack([peak_level(c) - c.mean(0) for c in normals])
     full, diagonal = mean_part_aucs(normals, anomalies)
     return [
         float(np.sqrt(np.mean([c.var(0) for c in normals], 0)).mean()),
         float(shapes.std(0, ddof=1).mean()),
-        float(peaks.std(0, ddof=1).mean()),
-        held_out_ratio(normals, anomalies, lambda c: c.mean(0)),
-        held_out_ratio(normals, anomalies, peak_level),
+        float((levels - means).std(0, ddof=1).mean()),
+        held_out_ratio(means, anomalous_means),
+        held_out_ratio(levels, anomalous_levels),
         full,
         diagonal,
     ]
