@@ -57,6 +57,13 @@ impl Background {
         }
     }
 
+    /// A recorded take's factory is busier or quieter than the place's usual: distant impacts
+    /// come `factor` times as often.
+    pub(crate) fn busier(&mut self, factor: f64, start: &mut Rng) {
+        self.impact_mean_gap /= factor.max(1e-3);
+        self.samples_to_impact = start.exponential(self.impact_mean_gap) as u64;
+    }
+
     /// Once per block: step the level wander (held at the nominal level unless `wander`).
     pub(crate) fn block(&mut self, wander: bool, rng: &mut Rng) {
         let level_gain = self.level.step_gain(rng);

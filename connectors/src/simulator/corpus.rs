@@ -4,9 +4,16 @@
 //! `TYPE/test/anomaly_id_XX_NNNNNNNN.wav` (16-bit PCM mono; ids 00, 02, 04, ... as in DCASE;
 //! clips numbered from 00000000 in each group), which [`crate::layout`] reads back as machine
 //! `TYPE-id_XX`. Each clip is another take of the same machine (its own random course, the same
-//! machine parameters and the same fixed gains); each anomalous clip holds one fault for its
-//! whole length, its kind and band varied and its severity spread over [`MIN_SEVERITY`] to
-//! [`MAX_SEVERITY`], so some are subtle.
+//! machine parameters and the same fixed gains, its own operating point and path to the
+//! microphone); each anomalous clip holds one fault from its start, its kind and band varied, its
+//! severity spread over [`MIN_SEVERITY`] to [`MAX_SEVERITY`], its duty over [`MIN_DUTY`] to 1
+//! (log-uniform) and its reshaping of the machine's sound over [`MIN_RESHAPE_DB`] to
+//! [`MAX_RESHAPE_DB`], so some are subtle and some come and go.
+//!
+//! What the take and fault numbers were matched to: `bench/corpus_stats.py` on the real MIMII
+//! clips (-6 dB): how much takes differ in band shape, how far faults move a clip's mean and peak
+//! levels against that, and whether the frames' full covariance helps the clip-mean distance
+//! (it does not, on real clips). BENCHMARKS.md has the columns, real and simulated, side by side.
 //!
 //! Promises: the same spec writes byte-identical files (clips are independent, so writing them
 //! on several threads changes nothing); each file appears whole or not at all (written under a
@@ -25,6 +32,11 @@ use std::sync::Mutex;
 pub const MIN_SEVERITY: f64 = 0.3;
 /// The strongest fault severity in a corpus.
 pub const MAX_SEVERITY: f64 = 1.0;
+/// The least share of time an anomalous clip's fault sounds (it is drawn log-uniformly up to 1).
+pub const MIN_DUTY: f64 = 0.1;
+/// The least and the most an anomalous clip's fault changes how the machine runs, dB.
+pub const MIN_RESHAPE_DB: f64 = 1.5;
+pub const MAX_RESHAPE_DB: f64 = 5.0;
 /// Longest clip, s (a 16-bit mono WAV must stay under 4 GiB).
 const MAX_CLIP_S: f64 = 3_600.0;
 /// Most threads writing clips.
@@ -155,7 +167,10 @@ fn plan(dir: &Path, spec: &CorpusSpec) -> (Vec<SimulatedMachineSpec>, Vec<Clip>)
                     if label == "anomaly" {
                         let choice = mix_seed(&[spec.seed, take, ANOMALY_STREAM, route_hash(&base.machine_id)]);
                         clip_spec.fault = Some((Fault::pick(machine_type.as_str(), choice), 0.0));
-                        clip_spec.fault_severity = Rng::new(choice).range(MIN_SEVERITY, MAX_SEVERITY);
+                        let mut draws = Rng::new(choice);
+                        clip_spec.fault_severity = draws.range(MIN_SEVERITY, MAX_SEVERITY);
+                        clip_spec.fault_duty = draws.log_range(MIN_DUTY, 1.0);
+                        clip_spec.fault_reshape_db = draws.range(MIN_RESHAPE_DB, MAX_RESHAPE_DB);
                     }
                     let name = format!("{label}_id_{id:02}_{clip:08}.wav");
                     clips.push(Clip {

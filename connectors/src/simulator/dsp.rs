@@ -60,6 +60,14 @@ impl Biquad {
         Self::from_rbj([alpha, 0.0, -alpha], [1.0 + alpha, -2.0 * cos, 1.0 - alpha])
     }
 
+    /// A peaking equaliser: `gain_db` at `centre_hz`, bandwidth about `centre_hz / q`, unity far
+    /// from it.
+    pub(crate) fn peaking(centre_hz: f64, q: f64, gain_db: f64, rate_hz: f64) -> Self {
+        let (cos, alpha) = Self::omega(centre_hz, rate_hz, q);
+        let a = 10f64.powf(gain_db / 40.0);
+        Self::from_rbj([1.0 + alpha * a, -2.0 * cos, 1.0 - alpha * a], [1.0 + alpha / a, -2.0 * cos, 1.0 - alpha / a])
+    }
+
     #[inline]
     pub(crate) fn process(&mut self, x: f64) -> f64 {
         let y = self.b0 * x + self.z1;
@@ -287,6 +295,19 @@ mod tests {
         let edge = sine_gain(sharp.clone(), 1_400.0);
         assert!((0.6..0.8).contains(&edge), "-3 dB at the sharp filter's edge, got {edge}");
         assert!(sine_gain(sharp.clone(), 500.0) < 0.03 && sine_gain(sharp, 2_800.0) < 0.03);
+    }
+
+    #[test]
+    fn a_peaking_filter_has_its_gain_at_the_centre_and_none_far_away() {
+        let gain_at = |freq_hz: f64| {
+            let mut filter = Biquad::peaking(1_000.0, 1.4, 6.0, RATE);
+            let mut oscillator = Oscillator::new(0.0);
+            oscillator.set_frequency(freq_hz, RATE);
+            let samples: Vec<f64> = (0..32_000).map(|_| filter.process(oscillator.next())).collect();
+            10.0 * (samples[16_000..].iter().map(|x| x * x).sum::<f64>() / 16_000.0 * 2.0).log10()
+        };
+        assert!((gain_at(1_000.0) - 6.0).abs() < 0.1, "{}", gain_at(1_000.0));
+        assert!(gain_at(100.0).abs() < 0.3 && gain_at(7_000.0).abs() < 0.3);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! How loud the additive part is comes from the severity, set by calibration relative to the
 //! machine's own power in that band (see `calibration`).
 
-use super::dsp::{playable_hz, BandFilter, Oscillator, Wander, MAX_FREQ_RATIO};
+use super::dsp::{log_normal_gain, playable_hz, BandFilter, Oscillator, Wander, MAX_FREQ_RATIO};
 use super::random::{mix_seed, Rng};
 use super::voice::BlockContext;
 use std::f64::consts::TAU;
@@ -272,9 +272,108 @@ impl FaultVoice {
     }
 }
 
+/// Mean length of one episode of an intermittent fault, s (a rattle, a catch, a sputter).
+const EPISODE_MEAN_S: f64 = 0.3;
+/// Spread of one episode's level around the fault's, dB.
+const EPISODE_LEVEL_DB: f64 = 3.0;
+/// Share of the way an episode's envelope moves to its target each block (about 10 ms at 16 kHz).
+const EPISODE_SMOOTHING: f64 = 0.4;
+/// The least share of time a fault may sound.
+pub(crate) const MIN_DUTY: f64 = 0.02;
+
+/// When an intermittent fault sounds: episodes of random length whose share of the time is the
+/// fault's duty, each at its own level. The fault's mean power stays what its severity gives
+/// (an episode is louder by `1 / sqrt(duty)`): an incipient fault is not quieter, only rarer.
+/// A duty of 1 is a developed fault, sounding all the time; it draws no random numbers.
+#[derive(Debug, Clone)]
+pub(crate) struct Episodes {
+    duty: f64,
+    mean_on_blocks: f64,
+    mean_off_blocks: f64,
+    on: bool,
+    blocks_left: u64,
+    target: f64,
+    envelope: f64,
+}
+
+impl Episodes {
+    /// Episodes with share `duty` of the time (clamped to [`MIN_DUTY`]..1), blocks of `block_s`;
+    /// `start` decides whether the first block is in an episode.
+    pub(crate) fn new(duty: f64, block_s: f64, start: &mut Rng) -> Self {
+        let duty = if duty.is_finite() { duty.clamp(MIN_DUTY, 1.0) } else { 1.0 };
+        let mean_on_blocks = (EPISODE_MEAN_S / block_s).max(1.0);
+        let mut episodes = Self {
+            duty,
+            mean_on_blocks,
+            mean_off_blocks: mean_on_blocks * (1.0 - duty) / duty,
+            on: false,
+            blocks_left: 0,
+            target: 1.0,
+            envelope: 1.0,
+        };
+        if duty < 1.0 {
+            episodes.on = start.chance(duty);
+            episodes.begin(start);
+            episodes.envelope = episodes.target;
+        }
+        episodes
+    }
+
+    fn begin(&mut self, rng: &mut Rng) {
+        let mean = if self.on { self.mean_on_blocks } else { self.mean_off_blocks };
+        self.blocks_left = (rng.exponential(mean).round() as u64).max(1);
+        self.target = if self.on { log_normal_gain(EPISODE_LEVEL_DB, rng) / self.duty.sqrt() } else { 0.0 };
+    }
+
+    /// Once per block: the factor on the fault's sound for this block.
+    pub(crate) fn step(&mut self, rng: &mut Rng) -> f64 {
+        if self.duty >= 1.0 {
+            return 1.0;
+        }
+        if self.blocks_left == 0 {
+            self.on = !self.on;
+            self.begin(rng);
+        }
+        self.blocks_left -= 1;
+        self.envelope += EPISODE_SMOOTHING * (self.target - self.envelope);
+        self.envelope
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn episodes_sound_their_share_of_the_time_and_keep_the_mean_power() {
+        let block_s = 64.0 / 16_000.0;
+        for duty in [0.05, 0.2, 0.6] {
+            let mut rng = Rng::new(11);
+            let mut episodes = Episodes::new(duty, block_s, &mut rng);
+            let blocks = 2_000_000;
+            let (mut sounding, mut power) = (0u64, 0.0);
+            for _ in 0..blocks {
+                let gain = episodes.step(&mut rng);
+                sounding += u64::from(episodes.on);
+                power += gain * gain;
+            }
+            let share = sounding as f64 / f64::from(blocks);
+            assert!((share / duty - 1.0).abs() < 0.1, "duty {duty}: sounding {share}");
+            let mean_power = power / f64::from(blocks);
+            assert!((mean_power - 1.0).abs() < 0.15, "duty {duty}: mean power {mean_power}");
+        }
+    }
+
+    #[test]
+    fn a_developed_fault_sounds_always_and_draws_nothing() {
+        let mut rng = Rng::new(3);
+        let mut episodes = Episodes::new(1.0, 0.004, &mut rng);
+        let before = rng.clone().next_u64();
+        assert!((0..1_000).all(|_| episodes.step(&mut rng) == 1.0));
+        assert_eq!(rng.next_u64(), before, "a continuous fault must not move the fault's random course");
+        let mut clamped = Episodes::new(f64::NAN, 0.004, &mut rng);
+        assert_eq!(clamped.step(&mut rng), 1.0, "a duty that is not a number is a developed fault");
+    }
 
     #[test]
     fn picked_faults_suit_the_machine_and_vary_with_the_choice() {

@@ -5,13 +5,21 @@
 //! (a fan's blade pass and air rush, a pump's motor harmonics and flow, a slide rail's strokes, a
 //! valve's clicks and hiss); each instance has its own parameters, drawn from (seed, machine id),
 //! so two fans differ. Normal sound is not a constant: pitch and level wander over seconds; gusts,
-//! turbulence, crackle, impacts and timing jitter come and go; each recorded take (corpus clip)
-//! sits at its own operating point. A detector must learn a distribution, yet the wanders are
-//! stationary within a minute, so a live stream's first minute shows how much it varies. A factory
-//! background (pink noise, mains hum, rumble, distant impacts) is mixed at `snr_db` (machine power
-//! over background power). A [`Fault`] lives in a known band ([`SimulatedMachine::fault_band_hz`]);
-//! its severity (0 to 1) sets its level relative to the machine's own power in that band (about
-//! -5 dB at 0.5: audible, not trivially loud).
+//! turbulence, crackle, impacts and timing jitter come and go. A detector must learn a
+//! distribution, yet the wanders are stationary within a minute, so a live stream's first minute
+//! shows how much it varies. A factory background (pink noise, mains hum, rumble, distant impacts)
+//! is mixed at `snr_db` (machine power over background power). Each recorded take (corpus clip)
+//! sits at its own operating point and reaches the microphone by its own path (`recording`: a
+//! colouring of machine and background, the room's reflections), so takes differ in spectral
+//! shape as real recordings do; the live take is heard directly.
+//!
+//! A [`Fault`] lives in a known band ([`SimulatedMachine::fault_band_hz`]); its severity (0 to 1)
+//! sets its level relative to the machine's own power in that band (about -5 dB at 0.5: audible,
+//! not trivially loud). Two more numbers say how it shows, as real faults differ: its duty (an
+//! incipient fault sounds in episodes, as much louder as they are rarer) and how much it changes
+//! the way the machine runs (its whole sound louder or quieter and broadly reshaped). A fleet's
+//! faults are developed and pure (duty 1, no reshaping), so an explanation can be checked against
+//! the fault's band; a corpus draws both per clip.
 //!
 //! Promises: everything is a function of the spec. The same spec gives the same samples on
 //! every run and platform, whatever the sizes of the render calls; a faulty machine is sample
@@ -26,6 +34,7 @@ mod cyclic;
 mod dsp;
 mod fault;
 mod random;
+mod recording;
 mod streams;
 mod voice;
 
@@ -36,9 +45,10 @@ use auscult_schemas::chunk::{MAX_SAMPLE_RATE_HZ, MIN_SAMPLE_RATE_HZ};
 use auscult_schemas::time::samples_to_us;
 use auscult_schemas::{AudioChunk, ChunkOrigin, MachineId, MachineType, SampleFormat};
 use calibration::{calibrate, Calibration, CALIBRATION_TAKE};
-use fault::FaultVoice;
+use fault::{Episodes, FaultVoice, MIN_DUTY};
 use random::{mix_seed, Rng};
-use streams::{stream_seed, Stream, Streams, BLOCK};
+use recording::{Colour, TakePath};
+use streams::{stream_seed, Stream, Streams, BLOCK, LIVE_TAKE};
 use voice::BlockContext;
 
 /// The machine types the simulator has a model for.
@@ -49,6 +59,8 @@ pub const DEFAULT_SNR_DB: f64 = 6.0;
 pub const DEFAULT_SAMPLE_RATE_HZ: u32 = 16_000;
 /// SNRs are clamped to ± this many dB.
 const MAX_ABS_SNR_DB: f64 = 60.0;
+/// The most a fault may reshape the machine's sound, dB.
+const MAX_RESHAPE_DB: f64 = 12.0;
 /// A sample of 1.0 is this in 16-bit PCM.
 const I16_FULL_SCALE: f64 = 32_767.0;
 
@@ -70,6 +82,13 @@ pub struct SimulatedMachineSpec {
     pub fault: Option<(Fault, f64)>,
     /// The fault's severity, 0 to 1 (see the module documentation).
     pub fault_severity: f64,
+    /// The share of time the fault sounds, 0.02 to 1: 1 is a developed fault, always there;
+    /// less is an intermittent one, in episodes as much louder as they are rarer.
+    pub fault_duty: f64,
+    /// How much the fault changes the way the machine runs, dB (0 to 12): its whole sound
+    /// louder or quieter and broadly reshaped by about this much; 0 leaves only the fault's own
+    /// sound, as a fleet's faults do, so an explanation can be checked against its band.
+    pub fault_reshape_db: f64,
 }
 
 impl SimulatedMachineSpec {
@@ -84,6 +103,8 @@ impl SimulatedMachineSpec {
             snr_db: DEFAULT_SNR_DB,
             fault: None,
             fault_severity: 0.0,
+            fault_duty: 1.0,
+            fault_reshape_db: 0.0,
         }
     }
 
@@ -93,6 +114,9 @@ impl SimulatedMachineSpec {
         self.snr_db =
             if self.snr_db.is_finite() { self.snr_db.clamp(-MAX_ABS_SNR_DB, MAX_ABS_SNR_DB) } else { DEFAULT_SNR_DB };
         self.fault_severity = if self.fault_severity.is_finite() { self.fault_severity.clamp(0.0, 1.0) } else { 0.0 };
+        self.fault_duty = if self.fault_duty.is_finite() { self.fault_duty.clamp(MIN_DUTY, 1.0) } else { 1.0 };
+        self.fault_reshape_db =
+            if self.fault_reshape_db.is_finite() { self.fault_reshape_db.clamp(0.0, MAX_RESHAPE_DB) } else { 0.0 };
         if let Some((_, onset_s)) = &mut self.fault {
             *onset_s = if onset_s.is_finite() { onset_s.max(0.0) } else { 0.0 };
         }
@@ -111,10 +135,16 @@ impl SimulatedMachineSpec {
     }
 }
 
-/// A fault on its way: its sound, its random stream, when it starts.
+/// A fault on its way: its sound, when it sounds, what it does to the machine, its random
+/// streams, when it starts.
 struct ActiveFault {
     voice: FaultVoice,
     rng: Rng,
+    episodes: Episodes,
+    /// The factor on the fault's sound for this block (from `episodes`).
+    episode_gain: f64,
+    reshape: Option<Colour>,
+    episode_rng: Rng,
     onset_frame: u64,
 }
 
@@ -131,6 +161,7 @@ pub struct SimulatedMachine {
     spec: SimulatedMachineSpec,
     streams: Streams,
     fault: Option<ActiveFault>,
+    path: TakePath,
     machine_gain: f64,
     background_gain: f64,
     samples_done: u64,
@@ -161,9 +192,27 @@ impl SimulatedMachine {
             let mut probe_rng = spec.stream(CALIBRATION_TAKE, Stream::Fault);
             voice.set_level(calibration.fault_level(&voice, spec.fault_severity, &mut probe_rng));
             let onset_frame = (onset_s * rate_hz).round() as u64;
-            ActiveFault { voice, rng: spec.stream(spec.take, Stream::Fault), onset_frame }
+            let mut episode_rng = spec.stream(spec.take, Stream::FaultEpisodes);
+            let reshape = (spec.fault_reshape_db > 0.0)
+                .then(|| Colour::reshaping(rate_hz, spec.fault_reshape_db, &mut episode_rng));
+            let episodes = Episodes::new(spec.fault_duty, block_s, &mut episode_rng);
+            ActiveFault {
+                voice,
+                rng: spec.stream(spec.take, Stream::Fault),
+                episodes,
+                episode_gain: 1.0,
+                reshape,
+                episode_rng,
+                onset_frame,
+            }
         });
+        let path = if spec.take == LIVE_TAKE || spec.take == CALIBRATION_TAKE {
+            TakePath::Direct
+        } else {
+            TakePath::recorded(rate_hz, &mut spec.stream(spec.take, Stream::Recording))
+        };
         Self {
+            path,
             machine_gain: calibration.machine_gain,
             background_gain: calibration.background_gain,
             spec,
@@ -214,13 +263,22 @@ impl SimulatedMachine {
             let context = fault.as_ref().map_or_else(BlockContext::default, |fault| fault.voice.machine_context());
             self.streams.block(&context);
         }
-        let (machine, background) = self.streams.sample();
+        let (mut machine, background) = self.streams.sample();
         let (added, modulation) = match fault {
             Some(fault) => {
                 if index.is_multiple_of(BLOCK) {
                     fault.voice.block(self.streams.pitch(), &mut fault.rng);
+                    fault.episode_gain = fault.episodes.step(&mut fault.episode_rng);
                 }
-                fault.voice.sample(self.streams.activity(), &mut fault.rng)
+                if let Some(reshape) = &mut fault.reshape {
+                    machine = reshape.process(machine);
+                }
+                let (added, modulation) = fault.voice.sample(self.streams.activity(), &mut fault.rng);
+                // Between episodes a modulating fault (imbalance) fades with its sound; a developed
+                // one (gain 1) modulates exactly as it always did.
+                let depth = fault.episode_gain;
+                let modulation = if depth >= 1.0 { modulation } else { 1.0 + (modulation - 1.0) * depth };
+                (added * depth, modulation)
             }
             None => (0.0, 1.0),
         };
@@ -235,7 +293,7 @@ impl SimulatedMachine {
     pub fn render(&mut self, out: &mut [f32]) {
         for sample in out.iter_mut() {
             let parts = self.next_parts();
-            let value = parts.machine + parts.fault + parts.background;
+            let value = self.path.mix(parts.machine + parts.fault, parts.background);
             if value.abs() >= 1.0 {
                 self.clipped_samples += 1;
             }
@@ -328,6 +386,8 @@ pub fn fleet(spec: &FleetSpec) -> Vec<SimulatedMachineSpec> {
                 snr_db: spec.snr_db,
                 fault,
                 fault_severity: spec.fault_severity,
+                fault_duty: 1.0,
+                fault_reshape_db: 0.0,
             }
         })
         .collect()

@@ -3,8 +3,9 @@
 //!
 //! Random streams are kept apart so that what must not change does not: the machine's
 //! parameters come from (seed, machine id) only, so every take of a machine is the same machine;
-//! the background's character from (seed, machine id) too (the place); the take decides only
-//! where each wander and timer starts and the noise itself. Voice, background and fault each
+//! the background's character from (seed, machine id) too (the place); the take decides where
+//! each wander and timer starts, the noise itself, and for a recorded take its operating point
+//! (levels, speed, how busy the factory is) and its path to the microphone (`recording`). Voice, background and fault each
 //! draw from their own stream, so a faulty machine sounds exactly like its healthy twin until
 //! the fault's onset.
 
@@ -35,6 +36,10 @@ const TAKE_BACKGROUND_LEVEL_DB: f64 = 0.5;
 /// Spread of a recorded take's speed (pitch) around the nominal, relative.
 const TAKE_PITCH: f64 = 0.01;
 
+/// A recorded take's distant impacts come up to this many times more or less often than the
+/// place's usual (log-uniform): how busy the factory was while it was recorded.
+const TAKE_BUSYNESS: f64 = 6.0;
+
 /// Names of the independent random streams of one machine (mixed into its seeds).
 #[derive(Clone, Copy)]
 #[repr(u64)]
@@ -47,6 +52,8 @@ pub(crate) enum Stream {
     FaultParams = 6,
     FaultStart = 7,
     Fault = 8,
+    Recording = 9,
+    FaultEpisodes = 10,
 }
 
 /// The seed of one of a machine's random streams; `take` 0 for parameters (they never vary).
@@ -84,7 +91,7 @@ impl Streams {
         let pitch_time_s = params.range(MIN_WANDER_S, MAX_WANDER_S);
         let level_std_db = params.range(0.5, 1.0);
         let level_time_s = params.range(MIN_WANDER_S, MAX_WANDER_S);
-        let background = Background::new(&mut place, &mut start, rate_hz, block_s);
+        let mut background = Background::new(&mut place, &mut start, rate_hz, block_s);
         let pitch = Wander::new(pitch_std, pitch_time_s, block_s, &mut start);
         let level = Wander::new(level_std_db, level_time_s, block_s, &mut start);
         let (take_machine_gain, take_background_gain, take_pitch) = if take == LIVE_TAKE || take == CALIBRATION_TAKE {
@@ -92,8 +99,11 @@ impl Streams {
         } else {
             let recording = log_normal_gain(TAKE_RECORDING_LEVEL_DB, &mut start);
             let machine = recording * log_normal_gain(TAKE_MACHINE_LEVEL_DB, &mut start);
-            let background = recording * log_normal_gain(TAKE_BACKGROUND_LEVEL_DB, &mut start);
-            (machine, background, 1.0 + TAKE_PITCH * start.normal())
+            let background_gain = recording * log_normal_gain(TAKE_BACKGROUND_LEVEL_DB, &mut start);
+            let pitch = 1.0 + TAKE_PITCH * start.normal();
+            let busyness = start.log_range(1.0 / TAKE_BUSYNESS, TAKE_BUSYNESS);
+            background.busier(busyness, &mut start);
+            (machine, background_gain, pitch)
         };
         Self {
             voice,

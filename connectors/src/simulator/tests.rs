@@ -108,6 +108,67 @@ fn a_faulty_machine_is_its_healthy_twin_until_the_onset() {
     assert_ne!(healthy[8_064..], clogged[8_064..]);
 }
 
+/// Level in dB of each octave band from 125 Hz to 4 kHz, the mean over bands removed: a shape.
+fn octave_shape(samples: &[f32]) -> Vec<f64> {
+    let levels: Vec<f64> = (0..6)
+        .map(|octave| {
+            let low = 125.0 * 2f64.powi(octave);
+            db(dsp::BandFilter::sharp(low, 2.0 * low, RATE).power_of(samples))
+        })
+        .collect();
+    let mean = levels.iter().sum::<f64>() / levels.len() as f64;
+    levels.iter().map(|level| level - mean).collect()
+}
+
+#[test]
+fn recorded_takes_differ_in_spectral_shape_and_the_live_take_is_heard_directly() {
+    let shapes: Vec<Vec<f64>> =
+        (1..=4).map(|take| octave_shape(&render(SimulatedMachineSpec { take, ..spec("pump", 1) }, 4.0))).collect();
+    let live = [octave_shape(&render(spec("pump", 1), 4.0)), octave_shape(&render(spec("pump", 1), 4.0))];
+    let rms = |a: &[f64], b: &[f64]| (a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f64>() / 6.0).sqrt();
+    let differences: Vec<f64> = shapes.windows(2).map(|pair| rms(&pair[0], &pair[1])).collect();
+    assert!(differences.iter().all(|&d| d > 0.5), "recorded takes must differ in shape: {differences:?} dB");
+    assert!(rms(&live[0], &live[1]) < 1e-9);
+    // The live take's output is its parts summed: no path of its own.
+    let mut machine = SimulatedMachine::new(spec("fan", 2));
+    let mut twin = SimulatedMachine::new(spec("fan", 2));
+    let mut rendered = vec![0.0f32; 4_000];
+    machine.render(&mut rendered);
+    for sample in rendered {
+        let parts = twin.next_parts();
+        let sum = (parts.machine + parts.fault + parts.background).clamp(-1.0, 1.0) as f32;
+        assert_eq!(sample, sum);
+    }
+}
+
+#[test]
+fn an_intermittent_fault_sounds_in_episodes_with_the_power_of_a_continuous_one() {
+    let whine = Fault::BearingWhine { freq_hz: 2_500.0 };
+    let continuous = parts(faulty("fan", whine.clone(), 0.6, 0.0), 30.0);
+    let intermittent = parts(SimulatedMachineSpec { fault_duty: 0.2, ..faulty("fan", whine, 0.6, 0.0) }, 30.0);
+    let fault_power = |parts: &[Parts]| power(parts.iter().map(|part| part.fault));
+    let ratio = db(fault_power(&intermittent) / fault_power(&continuous));
+    assert!(ratio.abs() < 3.0, "an intermittent fault is as strong on average: {ratio:.1} dB");
+    let windows: Vec<f64> = intermittent.chunks(800).map(fault_power).collect();
+    let silent = windows.iter().filter(|&&p| p < 1e-3 * fault_power(&continuous)).count() as f64;
+    let share = silent / windows.len() as f64;
+    assert!((0.6..0.95).contains(&share), "silent in {share:.2} of 50 ms windows, duty 0.2");
+    let loudest = windows.iter().cloned().fold(0.0, f64::max);
+    assert!(db(loudest / fault_power(&continuous)) > 5.0, "episodes are louder than the continuous fault");
+}
+
+#[test]
+fn a_reshaping_fault_changes_the_machine_sound_itself_and_none_leaves_it_alone() {
+    let whine = Fault::BearingWhine { freq_hz: 2_500.0 };
+    let healthy = parts(spec("valve", 1), 2.0);
+    let pure = parts(faulty("valve", whine.clone(), 0.5, 0.0), 2.0);
+    let reshaped = parts(SimulatedMachineSpec { fault_reshape_db: 4.0, ..faulty("valve", whine, 0.5, 0.0) }, 2.0);
+    assert!(healthy.iter().zip(&pure).all(|(a, b)| a.machine == b.machine && a.background == b.background));
+    assert!(healthy.iter().zip(&reshaped).all(|(a, b)| a.background == b.background));
+    let changed = healthy.iter().zip(&reshaped).filter(|(a, b)| a.machine != b.machine).count();
+    assert!(changed > healthy.len() / 2, "the reshaped machine sound must differ: {changed} samples");
+}
+
 #[test]
 fn the_mix_has_the_requested_snr_for_every_type() {
     for machine_type in MACHINE_TYPES {
@@ -261,6 +322,8 @@ fn out_of_range_numbers_in_a_spec_are_brought_into_range() {
         sample_rate_hz: 10,
         snr_db: f64::NAN,
         fault_severity: 7.0,
+        fault_duty: -1.0,
+        fault_reshape_db: f64::INFINITY,
         fault: Some((Fault::Leak { low_hz: 5_000.0, high_hz: 7_000.0 }, -3.0)),
         ..spec("valve", 0)
     };
@@ -268,6 +331,7 @@ fn out_of_range_numbers_in_a_spec_are_brought_into_range() {
     assert_eq!(machine.spec().sample_rate_hz, MIN_SAMPLE_RATE_HZ);
     assert_eq!(machine.spec().snr_db, DEFAULT_SNR_DB);
     assert_eq!(machine.spec().fault_severity, 1.0);
+    assert_eq!((machine.spec().fault_duty, machine.spec().fault_reshape_db), (MIN_DUTY, 0.0));
     let (_, high) = machine.fault_band_hz().unwrap();
     assert!(high <= 450.0, "the band moved under Nyquist: {high}");
     let mut out = vec![0.0; 2_000];
