@@ -18,7 +18,12 @@ over machines (a single machine's figures are in the per-machine rows):
 - mean part, full / diagonal: the AUC of a clip's mean-level distance from the normals under the
   pooled frames' Ledoit-Wolf covariance, and under its diagonal. What a frame-level Mahalanobis
   score gains from cross-band covariance: above the diagonal when faults move the spectrum in
-  directions that frames rarely move in, below it when normal takes do that as much as faults.
+  directions that frames rarely move in, below it when normal takes do that as much as faults;
+- take z2, first 8 / next 24 / last 96: a held-out normal clip's mean-level offset from the other
+  normals, projected on the principal directions of their pooled frames (Ledoit-Wolf), squared
+  and divided by each direction's variance, then averaged over the directions ranked 1-8, 9-32
+  and 33-128 by variance (leave one out). Near 0 when takes differ only where frames vary most
+  (loudness); near the frames' own variance when a take's shape is as novel as a frame's.
 """
 
 from __future__ import annotations
@@ -35,7 +40,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peers  # noqa: E402  (the same features, layout and pooling as the peers)
 
 SD_FLOOR_DB = 0.25
-COLUMNS = ["frame sd", "take sd", "peak sd", "fault/normal mean", "fault/normal peak", "mean part full", "mean part diag"]
+COLUMNS = [
+    "frame sd",
+    "take sd",
+    "peak sd",
+    "fault/normal mean",
+    "fault/normal peak",
+    "mean part full",
+    "mean part diag",
+    "take z2 first 8",
+    "next 24",
+    "last 96",
+]
+DIRECTION_GROUPS = [(0, 8), (8, 32), (32, None)]
 
 
 def peak_level(frames: np.ndarray) -> np.ndarray:
@@ -71,6 +88,19 @@ def mean_part_aucs(normals: list[np.ndarray], anomalies: list[np.ndarray]) -> tu
     return roc_auc_score(labels, scores["full"]), roc_auc_score(labels, scores["diag"])
 
 
+def take_direction_z2(normals: list[np.ndarray]) -> list[float]:
+    """Held-out takes' squared offsets along the other takes' principal frame directions, in
+    units of each direction's variance, averaged per group of directions (leave one out)."""
+    sums = np.zeros(len(DIRECTION_GROUPS))
+    for index, held in enumerate(normals):
+        model = LedoitWolf().fit(np.concatenate([c for j, c in enumerate(normals) if j != index]))
+        variances, directions = np.linalg.eigh(model.covariance_)
+        order = np.argsort(variances)[::-1]
+        z2 = (directions[:, order].T @ (held.mean(0) - model.location_)) ** 2 / variances[order]
+        sums += [z2[start:end].mean() for start, end in DIRECTION_GROUPS]
+    return list(sums / len(normals))
+
+
 def machine_stats(normals: list[np.ndarray], anomalies: list[np.ndarray]) -> list[float]:
     means = np.stack([c.mean(0) for c in normals])
     levels = np.stack([peak_level(c) for c in normals])
@@ -86,6 +116,7 @@ def machine_stats(normals: list[np.ndarray], anomalies: list[np.ndarray]) -> lis
         held_out_ratio(levels, anomalous_levels),
         full,
         diagonal,
+        *take_direction_z2(normals),
     ]
 
 
