@@ -279,7 +279,7 @@ const EPISODE_LEVEL_DB: f64 = 3.0;
 /// Share of the way an episode's envelope moves to its target each block (about 10 ms at 16 kHz).
 const EPISODE_SMOOTHING: f64 = 0.4;
 /// The least share of time a fault may sound.
-pub(crate) const MIN_DUTY: f64 = 0.02;
+pub(crate) const DUTY_FLOOR: f64 = 0.02;
 
 /// When an intermittent fault sounds: episodes of random length whose share of the time is the
 /// fault's duty, each at its own level. The fault's mean power stays what its severity gives
@@ -297,10 +297,10 @@ pub(crate) struct Episodes {
 }
 
 impl Episodes {
-    /// Episodes with share `duty` of the time (clamped to [`MIN_DUTY`]..1), blocks of `block_s`;
+    /// Episodes with share `duty` of the time (clamped to [`DUTY_FLOOR`]..1), blocks of `block_s`;
     /// `start` decides whether the first block is in an episode.
     pub(crate) fn new(duty: f64, block_s: f64, start: &mut Rng) -> Self {
-        let duty = if duty.is_finite() { duty.clamp(MIN_DUTY, 1.0) } else { 1.0 };
+        let duty = if duty.is_finite() { duty.clamp(DUTY_FLOOR, 1.0) } else { 1.0 };
         let mean_on_blocks = (EPISODE_MEAN_S / block_s).max(1.0);
         let mut episodes = Self {
             duty,

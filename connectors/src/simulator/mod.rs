@@ -45,7 +45,7 @@ use auscult_schemas::chunk::{MAX_SAMPLE_RATE_HZ, MIN_SAMPLE_RATE_HZ};
 use auscult_schemas::time::samples_to_us;
 use auscult_schemas::{AudioChunk, ChunkOrigin, MachineId, MachineType, SampleFormat};
 use calibration::{calibrate, Calibration, CALIBRATION_TAKE};
-use fault::{Episodes, FaultVoice, MIN_DUTY};
+use fault::{Episodes, FaultVoice, DUTY_FLOOR};
 use random::{mix_seed, Rng};
 use recording::{Colour, TakePath};
 use streams::{stream_seed, Stream, Streams, BLOCK, LIVE_TAKE};
@@ -60,7 +60,7 @@ pub const DEFAULT_SAMPLE_RATE_HZ: u32 = 16_000;
 /// SNRs are clamped to ± this many dB.
 const MAX_ABS_SNR_DB: f64 = 60.0;
 /// The most a fault may reshape the machine's sound, dB.
-const MAX_RESHAPE_DB: f64 = 12.0;
+const RESHAPE_LIMIT_DB: f64 = 12.0;
 /// A sample of 1.0 is this in 16-bit PCM.
 const I16_FULL_SCALE: f64 = 32_767.0;
 
@@ -114,9 +114,9 @@ impl SimulatedMachineSpec {
         self.snr_db =
             if self.snr_db.is_finite() { self.snr_db.clamp(-MAX_ABS_SNR_DB, MAX_ABS_SNR_DB) } else { DEFAULT_SNR_DB };
         self.fault_severity = if self.fault_severity.is_finite() { self.fault_severity.clamp(0.0, 1.0) } else { 0.0 };
-        self.fault_duty = if self.fault_duty.is_finite() { self.fault_duty.clamp(MIN_DUTY, 1.0) } else { 1.0 };
+        self.fault_duty = if self.fault_duty.is_finite() { self.fault_duty.clamp(DUTY_FLOOR, 1.0) } else { 1.0 };
         self.fault_reshape_db =
-            if self.fault_reshape_db.is_finite() { self.fault_reshape_db.clamp(0.0, MAX_RESHAPE_DB) } else { 0.0 };
+            if self.fault_reshape_db.is_finite() { self.fault_reshape_db.clamp(0.0, RESHAPE_LIMIT_DB) } else { 0.0 };
         if let Some((_, onset_s)) = &mut self.fault {
             *onset_s = if onset_s.is_finite() { onset_s.max(0.0) } else { 0.0 };
         }

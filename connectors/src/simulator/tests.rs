@@ -331,7 +331,7 @@ fn out_of_range_numbers_in_a_spec_are_brought_into_range() {
     assert_eq!(machine.spec().sample_rate_hz, MIN_SAMPLE_RATE_HZ);
     assert_eq!(machine.spec().snr_db, DEFAULT_SNR_DB);
     assert_eq!(machine.spec().fault_severity, 1.0);
-    assert_eq!((machine.spec().fault_duty, machine.spec().fault_reshape_db), (MIN_DUTY, 0.0));
+    assert_eq!((machine.spec().fault_duty, machine.spec().fault_reshape_db), (DUTY_FLOOR, 0.0));
     let (_, high) = machine.fault_band_hz().unwrap();
     assert!(high <= 450.0, "the band moved under Nyquist: {high}");
     let mut out = vec![0.0; 2_000];
