@@ -28,7 +28,7 @@ const COLOUR_SECTIONS: usize = 10;
 const COLOUR_LOW_HZ: f64 = 150.0;
 /// A section's centre moves by up to this many octaves either way from its place.
 const COLOUR_JITTER_OCTAVES: f64 = 0.25;
-/// A section's quality (about an octave wide).
+/// A section's quality (about two-thirds of an octave wide at half its gain in dB).
 const COLOUR_Q: f64 = 2.0;
 /// Spread of each section's gain, dB, for the machine's sound and for the background's.
 const COLOUR_DB: f64 = 3.0;
